@@ -1,0 +1,72 @@
+"""iii_trio: a Trio-native iii engine and worker SDK, wire-compatible with iii.
+
+The engine (:func:`open_engine`, :func:`serve_engine`) routes invocations between workers and
+brokers channels; the worker SDK (:func:`connect_worker`) registers functions, triggers them
+and streams bytes through channels (:class:`ChannelWriter`, :class:`ChannelReader`).
+"""
+
+from __future__ import annotations
+
+from ._errors import FunctionNotFound as FunctionNotFound
+from ._errors import IIIError as IIIError
+from ._errors import InvocationError as InvocationError
+from ._errors import InvocationFailed as InvocationFailed
+from ._errors import InvocationStopped as InvocationStopped
+from ._errors import InvocationTimeout as InvocationTimeout
+from ._errors import LocalProtocolError as LocalProtocolError
+from ._errors import ProtocolError as ProtocolError
+from ._errors import RegistrationRejected as RegistrationRejected
+from ._errors import RemoteProtocolError as RemoteProtocolError
+from ._errors import WorkerDisconnected as WorkerDisconnected
+from ._version import __version__ as __version__
+from .engine import Engine as Engine
+from .engine import EngineConfig as EngineConfig
+from .engine import EngineStatistics as EngineStatistics
+from .engine import open_engine as open_engine
+from .engine import serve_engine as serve_engine
+from .protocol import StreamChannelRef as StreamChannelRef
+from .worker import Channel as Channel
+from .worker import ChannelAborted as ChannelAborted
+from .worker import ChannelBroken as ChannelBroken
+from .worker import ChannelExpired as ChannelExpired
+from .worker import ChannelLost as ChannelLost
+from .worker import ChannelReader as ChannelReader
+from .worker import ChannelReaderClosed as ChannelReaderClosed
+from .worker import ChannelRefused as ChannelRefused
+from .worker import ChannelWriter as ChannelWriter
+from .worker import FunctionRef as FunctionRef
+from .worker import Worker as Worker
+from .worker import connect_worker as connect_worker
+
+__all__ = [
+    "Channel",
+    "ChannelAborted",
+    "ChannelBroken",
+    "ChannelExpired",
+    "ChannelLost",
+    "ChannelReader",
+    "ChannelReaderClosed",
+    "ChannelRefused",
+    "ChannelWriter",
+    "Engine",
+    "EngineConfig",
+    "EngineStatistics",
+    "FunctionNotFound",
+    "FunctionRef",
+    "IIIError",
+    "InvocationError",
+    "InvocationFailed",
+    "InvocationStopped",
+    "InvocationTimeout",
+    "LocalProtocolError",
+    "ProtocolError",
+    "RegistrationRejected",
+    "RemoteProtocolError",
+    "StreamChannelRef",
+    "Worker",
+    "WorkerDisconnected",
+    "__version__",
+    "connect_worker",
+    "open_engine",
+    "serve_engine",
+]

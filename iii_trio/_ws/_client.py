@@ -1,0 +1,89 @@
+"""Open a client WebSocket to a ``ws://`` (or ``wss://``) URL."""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Sequence
+from typing import Final
+
+import h11
+import trio
+
+from ._connection import WebSocket
+from ._handshake import (
+    MAX_REQUEST_HEAD,
+    HandshakeError,
+    check_accept,
+    client_request,
+    new_client_key,
+    parse_ws_url,
+)
+
+#: Seconds for TCP connect plus the opening handshake.
+CONNECT_TIMEOUT: Final = 10.0
+
+
+async def connect_websocket(
+    url: str,
+    *,
+    headers: Sequence[tuple[str, str]] = (),
+    max_message_size: int,
+    connect_timeout: float = CONNECT_TIMEOUT,
+    ssl_context: ssl.SSLContext | None = None,
+) -> WebSocket:
+    """Connect and complete the opening handshake.
+
+    Raises:
+        ValueError: ``url`` is not a ws:// or wss:// URL.
+        OSError: the TCP connection failed.
+        HandshakeError: the server answered with an HTTP error (``status``, ``body``), or its
+            answer was not a valid upgrade.
+        trio.TooSlowError: no upgrade within ``connect_timeout`` seconds.
+    """
+    target = parse_ws_url(url)
+    with trio.fail_after(connect_timeout):
+        stream: trio.abc.Stream
+        if target.secure:
+            stream = await trio.open_ssl_over_tcp_stream(
+                target.host, target.port, ssl_context=ssl_context or ssl.create_default_context()
+            )
+        else:
+            stream = await trio.open_tcp_stream(target.host, target.port)
+        try:
+            key = new_client_key()
+            conn = h11.Connection(h11.CLIENT, max_incomplete_event_size=MAX_REQUEST_HEAD)
+            await stream.send_all(conn.send(client_request(target, key, list(headers))) or b"")
+            leftover = await _read_response(stream, conn, key)
+        except BaseException:
+            await trio.aclose_forcefully(stream)
+            raise
+    return WebSocket(stream, is_client=True, leftover=leftover, max_message_size=max_message_size)
+
+
+async def _read_response(stream: trio.abc.Stream, conn: h11.Connection, key: str) -> bytes:
+    body = bytearray()
+    status = 0
+    try:
+        while True:
+            event = conn.next_event()
+            if event is h11.NEED_DATA:
+                conn.receive_data(await stream.receive_some(MAX_REQUEST_HEAD))
+            elif isinstance(event, h11.InformationalResponse):
+                if event.status_code == 101:
+                    check_accept(event, key)
+                    return bytes(conn.trailing_data[0])
+            elif isinstance(event, h11.Response):
+                status = event.status_code
+            elif isinstance(event, h11.Data):
+                if len(body) < 4096:
+                    body += event.data
+            else:  # EndOfMessage or ConnectionClosed
+                break
+    except h11.RemoteProtocolError as exc:
+        raise HandshakeError(f"invalid HTTP answer to the upgrade: {exc}") from exc
+    except trio.BrokenResourceError as exc:
+        raise HandshakeError("connection lost during the handshake") from exc
+    text = body.decode("utf-8", "replace").strip()
+    raise HandshakeError(
+        f"server refused the WebSocket upgrade: HTTP {status} {text}".rstrip(), status=status, body=text
+    )

@@ -1,0 +1,356 @@
+"""A message-oriented RFC 6455 connection over any ``trio.abc.Stream``, after the handshake.
+
+Theory of operation
+-------------------
+There is no background task: whoever calls :meth:`WebSocket.receive` drives the connection
+(reads the socket, answers pings, completes the close handshake). At most one task may receive
+at a time. Sends from any task are serialized by a lock and written with as few
+``send_all`` calls as possible (:meth:`WebSocket.send_many` coalesces a batch).
+
+A ``send_all`` that is cancelled part-way leaves an unknown prefix of a frame on the wire, so
+such a cancellation marks the connection broken and drops the TCP connection: the peer sees
+an abnormal closure (1006), never a corrupt message.
+
+Errors: :class:`ConnectionClosed` (a subclass of ``trio.BrokenResourceError``) when the peer
+closed or the connection broke; ``trio.ClosedResourceError`` when *we* closed it first.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from collections.abc import Iterable
+from typing import Final, final
+
+import trio
+
+from ._frames import (
+    ABNORMAL_CLOSURE,
+    NO_STATUS,
+    NORMAL_CLOSURE,
+    FrameError,
+    FrameReader,
+    Opcode,
+    close_payload,
+    encode_frame,
+    parse_close,
+)
+
+logger = logging.getLogger("iii_trio.ws")
+
+#: Bytes asked of the socket per read. trio-websocket's 4 KiB costs 16 reads per 64 KiB chunk.
+RECEIVE_SIZE: Final = 256 * 1024  # 256 KiB
+#: How long :meth:`WebSocket.close` waits for the peer's Close before dropping the socket.
+CLOSE_TIMEOUT: Final = 5.0  # seconds
+#: Frames below this size are copied together into one ``send_all``; larger payloads are
+#: written as their own buffer to save the copy.
+_COALESCE_LIMIT: Final = 256 * 1024
+
+
+class _State(enum.Enum):
+    OPEN = "open"
+    CLOSE_SENT = "close sent"  # we started the close handshake
+    CLOSED = "closed"
+
+
+class ConnectionClosed(trio.BrokenResourceError):
+    """The peer closed the WebSocket, or the connection broke.
+
+    Attributes:
+        code: the peer's close code; 1005 if its Close had none, 1006 if there was no Close.
+        reason: the peer's close reason (may be empty).
+    """
+
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(f"WebSocket closed: {code} {reason}".rstrip())
+        self.code = code
+        self.reason = reason
+
+
+@final
+class WebSocket:
+    """One established WebSocket connection.
+
+    Args:
+        stream: the transport, positioned just after the handshake.
+        is_client: masks outgoing frames and expects unmasked ones when True.
+        leftover: bytes the handshake read past its end.
+        max_message_size: largest data message accepted (larger → close 1009).
+        receive_size: bytes asked of the transport per read.
+    """
+
+    def __init__(
+        self,
+        stream: trio.abc.Stream,
+        *,
+        is_client: bool,
+        leftover: bytes = b"",
+        max_message_size: int,
+        receive_size: int = RECEIVE_SIZE,
+    ) -> None:
+        self._stream = stream
+        self._is_client = is_client
+        self._reader = FrameReader(expect_masked=not is_client, max_message_size=max_message_size)
+        if leftover:
+            self._reader.feed(leftover)
+        self._receive_size = receive_size
+        self._send_lock = trio.Lock()
+        self._state = _State.OPEN
+        self._receiving = False
+        self._closed_event = trio.Event()
+        #: (code, reason) once the connection is closed, from whichever side.
+        self.close_info: tuple[int, str] | None = None
+        self._closed_locally = False
+        self.bytes_received = 0
+
+    # --- receiving -------------------------------------------------------------------------
+
+    async def receive(self) -> str | bytes:
+        """The next data message: ``str`` for a text frame, ``bytes`` for binary.
+
+        Raises:
+            ConnectionClosed: the peer closed (also after a completed close handshake that we
+                started while this call waited) or the connection broke.
+            trio.ClosedResourceError: we closed the connection before this call.
+            trio.BusyResourceError: another task is already receiving.
+        """
+        if self._receiving:
+            raise trio.BusyResourceError("another task is already receiving")
+        self._check_receivable()
+        self._receiving = True
+        try:
+            return await self._receive()
+        finally:
+            self._receiving = False
+
+    def _check_receivable(self) -> None:
+        if self.close_info is not None:
+            self._raise_closed()
+
+    async def _receive(self) -> str | bytes:
+        reader = self._reader
+        while True:
+            try:
+                event = reader.next_message()
+            except FrameError as exc:
+                await self._fail(exc.code, exc.reason)
+                raise ConnectionClosed(exc.code, exc.reason) from exc
+            if event is None:
+                await self._read_more()
+                continue
+            opcode, payload = event
+            if opcode == Opcode.BINARY:
+                return payload
+            if opcode == Opcode.TEXT:
+                try:
+                    return payload.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    await self._fail(1007, "text message is not valid UTF-8")
+                    raise ConnectionClosed(1007, "text message is not valid UTF-8") from exc
+            if opcode == Opcode.PING:
+                if self._state is _State.OPEN:
+                    await self._send_frames([encode_frame(Opcode.PONG, payload, mask=self._is_client)])
+                continue
+            if opcode == Opcode.PONG:
+                continue
+            # Close frame.
+            try:
+                code, reason = parse_close(payload)
+            except FrameError as exc:
+                await self._fail(exc.code, exc.reason)
+                raise ConnectionClosed(exc.code, exc.reason) from exc
+            await self._on_peer_close(code, reason)
+            raise ConnectionClosed(code, reason)
+
+    async def _read_more(self) -> None:
+        try:
+            data = await self._stream.receive_some(self._receive_size)
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            await self._lost()
+            raise ConnectionClosed(ABNORMAL_CLOSURE, "connection lost") from exc
+        if not data:
+            await self._lost()
+            raise ConnectionClosed(ABNORMAL_CLOSURE, "connection lost without a close frame")
+        self.bytes_received += len(data)
+        self._reader.feed(data)
+
+    async def _on_peer_close(self, code: int, reason: str) -> None:
+        if self._state is _State.OPEN:
+            # Echo the peer's code, as RFC 6455 section 5.5.1 asks.
+            echo = NORMAL_CLOSURE if code == NO_STATUS else code
+            self._state = _State.CLOSE_SENT
+            try:
+                await self._send_frames(
+                    [encode_frame(Opcode.CLOSE, close_payload(echo), mask=self._is_client)]
+                )
+            except trio.BrokenResourceError:
+                pass  # the peer is gone already; it said goodbye, so this is not an error
+        self._finish(code, reason)
+        await trio.aclose_forcefully(self._stream)
+
+    async def _lost(self) -> None:
+        self._finish(ABNORMAL_CLOSURE, "connection lost")
+        await trio.aclose_forcefully(self._stream)
+
+    async def _fail(self, code: int, reason: str) -> None:
+        """Answer a protocol violation with a Close and drop the connection."""
+        logger.info("closing WebSocket after a protocol error: %s %s", code, reason)
+        if self._state is _State.OPEN:
+            self._state = _State.CLOSE_SENT
+            with trio.move_on_after(1):
+                try:
+                    await self._send_frames(
+                        [encode_frame(Opcode.CLOSE, close_payload(code, reason), mask=self._is_client)]
+                    )
+                except trio.BrokenResourceError:
+                    pass  # nothing more to tell a peer that is gone
+        self._finish(code, reason)
+        await trio.aclose_forcefully(self._stream)
+
+    def _finish(self, code: int, reason: str) -> None:
+        self._state = _State.CLOSED
+        if self.close_info is None:
+            self.close_info = (code, reason)
+        self._closed_event.set()
+
+    # --- sending ---------------------------------------------------------------------------
+
+    async def send(self, message: str | bytes | memoryview) -> None:
+        """Send one data message (text for ``str``, binary for ``bytes``).
+
+        Raises:
+            ConnectionClosed: the connection broke or the peer closed it.
+            trio.ClosedResourceError: we closed it.
+        """
+        await self.send_many((message,))
+
+    async def send_many(self, messages: Iterable[str | bytes | memoryview]) -> None:
+        """Send several data messages with as few writes as possible.
+
+        Raises:
+            ConnectionClosed: the connection broke or the peer closed it.
+            trio.ClosedResourceError: we closed it.
+        """
+        mask = self._is_client
+        frames = [
+            encode_frame(Opcode.TEXT, m.encode("utf-8"), mask=mask)
+            if isinstance(m, str)
+            else encode_frame(Opcode.BINARY, m, mask=mask)
+            for m in messages
+        ]
+        if self._state is not _State.OPEN:
+            await trio.lowlevel.checkpoint()
+            self._raise_closed()
+        await self._send_frames(frames)
+
+    def _raise_closed(self) -> None:
+        if self.close_info is not None and not self._closed_locally:
+            raise ConnectionClosed(*self.close_info)
+        raise trio.ClosedResourceError("WebSocket is closing or closed")
+
+    async def _send_frames(self, frames: list[list[bytes | memoryview]]) -> None:
+        async with self._send_lock:
+            if self._state is _State.CLOSED:
+                self._raise_closed()
+            sent = False
+            try:
+                for chunk in _coalesce(frames):
+                    await self._stream.send_all(chunk)
+                sent = True
+            except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                sent = True  # not a cancellation: nothing half-written to worry about
+                await self._lost()
+                raise ConnectionClosed(ABNORMAL_CLOSURE, "connection lost") from exc
+            finally:
+                if not sent:
+                    # Cancelled (or failed) part-way through a frame: the byte stream is
+                    # corrupt from the peer's point of view. Drop the connection.
+                    self._closed_locally = True
+                    self._finish(ABNORMAL_CLOSURE, "send cancelled mid-frame")
+                    await trio.aclose_forcefully(self._stream)
+
+    # --- closing ---------------------------------------------------------------------------
+
+    async def close(self, code: int = NORMAL_CLOSURE, reason: str = "") -> None:
+        """Start (or finish) the close handshake and close the transport.
+
+        Waits at most :data:`CLOSE_TIMEOUT` for the peer's Close. Closes the transport even
+        when cancelled. Idempotent.
+        """
+        if self._state is _State.CLOSED:
+            await trio.lowlevel.checkpoint()
+            return
+        try:
+            if self._state is _State.OPEN:
+                self._state = _State.CLOSE_SENT
+                self._closed_locally = True
+                try:
+                    await self._send_frames(
+                        [encode_frame(Opcode.CLOSE, close_payload(code, reason), mask=self._is_client)]
+                    )
+                except trio.BrokenResourceError:
+                    return
+            with trio.move_on_after(CLOSE_TIMEOUT):
+                if self._receiving:
+                    await self._closed_event.wait()
+                else:
+                    await self._drain_until_closed()
+        finally:
+            if self.close_info is None:
+                self._closed_locally = True
+                self._finish(code, reason)
+            await trio.aclose_forcefully(self._stream)
+
+    async def _drain_until_closed(self) -> None:
+        self._receiving = True
+        try:
+            while self._state is not _State.CLOSED:
+                try:
+                    await self._receive()
+                except trio.BrokenResourceError:
+                    return
+        finally:
+            self._receiving = False
+
+    async def abort(self) -> None:
+        """Drop the transport without a close handshake (the peer sees 1006)."""
+        self._closed_locally = True
+        self._finish(ABNORMAL_CLOSURE, "aborted")
+        await trio.aclose_forcefully(self._stream)
+
+    async def aclose(self) -> None:
+        """Same as ``close(1000)``."""
+        await self.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._state is _State.CLOSED
+
+    async def wait_closed(self) -> None:
+        """Wait until the connection is closed (by either side)."""
+        await self._closed_event.wait()
+
+    @property
+    def send_stream(self) -> trio.abc.Stream:
+        return self._stream
+
+
+def _coalesce(frames: list[list[bytes | memoryview]]) -> list[bytes | memoryview]:
+    """Join small buffers into one write; keep large payloads as their own writes."""
+    out: list[bytes | memoryview] = []
+    pending: list[bytes | memoryview] = []
+    pending_size = 0
+    for frame in frames:
+        for part in frame:
+            if len(part) >= _COALESCE_LIMIT:
+                if pending:
+                    out.append(b"".join(pending))
+                    pending = []
+                    pending_size = 0
+                out.append(part)
+            else:
+                pending.append(part)
+                pending_size += len(part)
+    if pending:
+        out.append(b"".join(pending) if len(pending) > 1 else pending[0])
+    return out

@@ -1,0 +1,181 @@
+"""The RFC 6455 opening handshake over h11, sans-IO."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import os
+from typing import Final, final
+from urllib.parse import parse_qs, urlsplit
+
+import attrs
+import h11
+
+_GUID: Final = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+#: Largest request head (request line + headers) we read before answering 431.
+MAX_REQUEST_HEAD: Final = 16 * 1024
+
+
+@final
+class HandshakeError(Exception):
+    """The opening handshake failed.
+
+    Attributes:
+        status: the HTTP status the server answered (client side) or should answer
+            (server side); 0 when there was no HTTP answer at all.
+        body: the response body, if any.
+    """
+
+    def __init__(self, message: str, *, status: int = 0, body: str = "") -> None:
+        super().__init__(message)
+        self.status = status
+        self.body = body
+
+
+def accept_key(key: str) -> str:
+    """``Sec-WebSocket-Accept`` for a ``Sec-WebSocket-Key``."""
+    return base64.b64encode(hashlib.sha1(key.encode("ascii") + _GUID).digest()).decode("ascii")
+
+
+@attrs.frozen(kw_only=True)
+class HandshakeRequest:
+    """What the server learned from a client's upgrade request."""
+
+    path: str
+    query: dict[str, str]
+    headers: dict[str, str]  # lower-case names; repeated headers joined with ", "
+    key: str
+
+
+def _tokens(value: str) -> set[str]:
+    return {token.strip().lower() for token in value.split(",")}
+
+
+def parse_request(event: h11.Request) -> HandshakeRequest:
+    """Validate an upgrade request.
+
+    Raises:
+        HandshakeError: not a WebSocket upgrade; ``status`` is 405, 426 or 400.
+    """
+    headers: dict[str, str] = {}
+    for raw_name, raw_value in event.headers:
+        name = raw_name.decode("latin-1").lower()
+        value = raw_value.decode("latin-1")
+        headers[name] = f"{headers[name]}, {value}" if name in headers else value
+    if event.method != b"GET":
+        raise HandshakeError("only GET can open a WebSocket", status=405)
+    if "websocket" not in _tokens(headers.get("upgrade", "")) or "upgrade" not in _tokens(
+        headers.get("connection", "")
+    ):
+        raise HandshakeError(
+            "this endpoint speaks WebSocket only (missing 'Upgrade: websocket')", status=426
+        )
+    if headers.get("sec-websocket-version", "").strip() != "13":
+        raise HandshakeError("unsupported Sec-WebSocket-Version (need 13)", status=426)
+    key = headers.get("sec-websocket-key", "").strip()
+    try:
+        if len(base64.b64decode(key, validate=True)) != 16:
+            raise ValueError
+    except (ValueError, binascii.Error):
+        raise HandshakeError("invalid Sec-WebSocket-Key", status=400) from None
+    target = event.target.decode("latin-1")
+    parts = urlsplit(target)
+    query = {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
+    return HandshakeRequest(path=parts.path or "/", query=query, headers=headers, key=key)
+
+
+def accept_response(request: HandshakeRequest) -> h11.InformationalResponse:
+    return h11.InformationalResponse(
+        status_code=101,
+        headers=[
+            (b"Upgrade", b"websocket"),
+            (b"Connection", b"Upgrade"),
+            (b"Sec-WebSocket-Accept", accept_key(request.key).encode("ascii")),
+        ],
+    )
+
+
+def reject_events(status: int, body: str, extra_headers: list[tuple[str, str]] | None = None
+                  ) -> list[h11.Response | h11.Data | h11.EndOfMessage]:
+    payload = body.encode("utf-8")
+    headers = [
+        ("Content-Type", "text/plain; charset=utf-8"),
+        ("Content-Length", str(len(payload))),
+        ("Connection", "close"),
+        *(extra_headers or []),
+    ]
+    return [
+        h11.Response(status_code=status, headers=headers),
+        h11.Data(data=payload),
+        h11.EndOfMessage(),
+    ]
+
+
+@attrs.frozen(kw_only=True)
+class ClientTarget:
+    """Where a ``ws://`` URL points."""
+
+    secure: bool
+    host: str
+    port: int
+    resource: str  # path + query
+
+
+def parse_ws_url(url: str) -> ClientTarget:
+    """Split a ``ws://`` or ``wss://`` URL.
+
+    Raises:
+        ValueError: another scheme, or no host.
+    """
+    parts = urlsplit(url)
+    if parts.scheme not in ("ws", "wss"):
+        raise ValueError(f"not a ws:// or wss:// URL: {url!r}")
+    if not parts.hostname:
+        raise ValueError(f"URL has no host: {url!r}")
+    secure = parts.scheme == "wss"
+    resource = parts.path or "/"
+    if parts.query:
+        resource += "?" + parts.query
+    return ClientTarget(
+        secure=secure, host=parts.hostname, port=parts.port or (443 if secure else 80),
+        resource=resource,
+    )
+
+
+def client_request(
+    target: ClientTarget, key: str, headers: list[tuple[str, str]]
+) -> h11.Request:
+    host = target.host if ":" not in target.host else f"[{target.host}]"
+    default_port = 443 if target.secure else 80
+    host_header = host if target.port == default_port else f"{host}:{target.port}"
+    return h11.Request(
+        method="GET",
+        target=target.resource,
+        headers=[
+            ("Host", host_header),
+            ("Upgrade", "websocket"),
+            ("Connection", "Upgrade"),
+            ("Sec-WebSocket-Key", key),
+            ("Sec-WebSocket-Version", "13"),
+            *headers,
+        ],
+    )
+
+
+def new_client_key() -> str:
+    return base64.b64encode(os.urandom(16)).decode("ascii")
+
+
+def check_accept(event: h11.InformationalResponse, key: str) -> None:
+    """Check the server's 101 answer.
+
+    Raises:
+        HandshakeError: the server's ``Sec-WebSocket-Accept`` does not match.
+    """
+    for name, value in event.headers:
+        if name.lower() == b"sec-websocket-accept":
+            if value.decode("latin-1").strip() == accept_key(key):
+                return
+            break
+    raise HandshakeError("server sent a wrong Sec-WebSocket-Accept", status=101)

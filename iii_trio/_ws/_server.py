@@ -1,0 +1,165 @@
+"""Accept WebSocket connections on trio listeners, routing each upgrade request by path.
+
+Each TCP connection runs in its own task: read the request head (bounded in time and size),
+ask the router, then either answer an HTTP error before the upgrade or switch protocols and run
+the route's handler. A handler's exception is logged and answered with close 1011; it never
+reaches the other connections.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Final
+
+import attrs
+import h11
+import trio
+
+from ._connection import WebSocket
+from ._frames import INTERNAL_ERROR
+from ._handshake import (
+    MAX_REQUEST_HEAD,
+    HandshakeError,
+    HandshakeRequest,
+    accept_response,
+    parse_request,
+    reject_events,
+)
+
+logger = logging.getLogger("iii_trio.ws")
+
+#: Seconds a client has to send a complete upgrade request.
+HANDSHAKE_TIMEOUT: Final = 10.0
+
+
+@attrs.frozen
+class Accept:
+    """Switch protocols and run ``handler`` on the connection.
+
+    The handler is always called once the route accepted, even if sending the 101 answer
+    failed (its first receive then raises), so whatever the route claimed is released there.
+    """
+
+    handler: Callable[[WebSocket], Awaitable[None]]
+    max_message_size: int
+
+
+@attrs.frozen
+class Reject:
+    """Answer with an HTTP error instead of upgrading."""
+
+    status: int
+    body: str
+    headers: list[tuple[str, str]] = attrs.field(factory=list)
+
+
+Router = Callable[[HandshakeRequest, str], Accept | Reject]
+"""``router(request, peer)`` decides what to do with an upgrade request; ``peer`` is the
+client's address as text (for logs)."""
+
+
+def _peer_name(stream: trio.abc.Stream) -> str:
+    socket = getattr(stream, "socket", None)
+    try:
+        host, port, *_ = socket.getpeername()  # type: ignore[union-attr]
+    except (AttributeError, OSError, ValueError, TypeError):
+        return "?"
+    return f"{host}:{port}"
+
+
+async def _send_events(stream: trio.abc.Stream, conn: h11.Connection, events: list[h11.Event]) -> None:
+    data = b"".join(conn.send(event) or b"" for event in events)
+    await stream.send_all(data)
+
+
+async def _read_request(stream: trio.abc.Stream, conn: h11.Connection) -> h11.Request | None:
+    while True:
+        event = conn.next_event()
+        if event is h11.NEED_DATA:
+            data = await stream.receive_some(MAX_REQUEST_HEAD)
+            conn.receive_data(data)
+            continue
+        if isinstance(event, h11.Request):
+            return event
+        return None  # ConnectionClosed before a request
+
+
+async def handle_connection(
+    stream: trio.abc.Stream, router: Router, *, handshake_timeout: float = HANDSHAKE_TIMEOUT
+) -> None:
+    """Serve one TCP connection: handshake, route, run the handler. Never raises ``Exception``."""
+    peer = _peer_name(stream)
+    try:
+        await _serve(stream, router, peer, handshake_timeout)
+    except Exception:
+        logger.exception("connection from %s failed", peer)
+    finally:
+        await trio.aclose_forcefully(stream)
+
+
+async def _serve(stream: trio.abc.Stream, router: Router, peer: str, handshake_timeout: float) -> None:
+    conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_REQUEST_HEAD)
+    try:
+        with trio.fail_after(handshake_timeout):
+            event = await _read_request(stream, conn)
+            if event is None:
+                return
+            try:
+                request = parse_request(event)
+            except HandshakeError as exc:
+                logger.info("refused a non-WebSocket request from %s: %s", peer, exc)
+                extra = [("Sec-WebSocket-Version", "13")] if exc.status == 426 else []
+                await _send_events(stream, conn, reject_events(exc.status, f"{exc}\n", extra))
+                return
+            decision = router(request, peer)
+            if isinstance(decision, Reject):
+                await _send_events(
+                    stream, conn, reject_events(decision.status, decision.body, decision.headers)
+                )
+                return
+            try:
+                await _send_events(stream, conn, [accept_response(request)])
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                pass  # the handler's first receive reports the broken connection
+    except trio.TooSlowError:
+        logger.info("handshake from %s timed out after %ss", peer, handshake_timeout)
+        return
+    except h11.RemoteProtocolError as exc:
+        logger.info("bad HTTP request from %s: %s", peer, exc)
+        status = exc.error_status_hint
+        try:
+            await _send_events(stream, conn, reject_events(status, f"bad request: {exc}\n"))
+        except (h11.LocalProtocolError, trio.BrokenResourceError, trio.ClosedResourceError):
+            pass  # could not even answer; the connection is dropped below
+        return
+    except (trio.BrokenResourceError, trio.ClosedResourceError):
+        return
+    leftover, _ = conn.trailing_data
+    ws = WebSocket(
+        stream, is_client=False, leftover=bytes(leftover), max_message_size=decision.max_message_size
+    )
+    try:
+        await decision.handler(ws)
+    except Exception:
+        logger.exception("handler for %s from %s failed", request.path, peer)
+        with trio.move_on_after(1):
+            await ws.close(INTERNAL_ERROR, "internal error")
+        raise
+    finally:
+        await ws.abort() if not ws.closed else None
+
+
+async def serve_websockets(
+    router: Router,
+    listeners: list[trio.SocketListener],
+    *,
+    handler_nursery: trio.Nursery,
+    handshake_timeout: float = HANDSHAKE_TIMEOUT,
+) -> None:
+    """Accept connections on ``listeners`` forever, one handler task each in ``handler_nursery``."""
+
+    async def handler(stream: trio.SocketStream) -> None:
+        await handle_connection(stream, router, handshake_timeout=handshake_timeout)
+
+    await trio.serve_listeners(handler, listeners, handler_nursery=handler_nursery)

@@ -1,0 +1,9 @@
+"""The iii engine: worker registry, invocation routing, built-ins and the channel broker."""
+
+from __future__ import annotations
+
+from ._config import EngineConfig as EngineConfig
+from ._engine import Engine as Engine
+from ._engine import EngineStatistics as EngineStatistics
+from ._engine import open_engine as open_engine
+from ._engine import serve_engine as serve_engine

@@ -1,0 +1,403 @@
+"""The channel broker: pairs one writer socket with one reader socket per channel.
+
+Theory of operation
+-------------------
+``engine::channels::create`` makes a :class:`BrokeredChannel` with a separate access key per
+end. Each end may attach once (``/ws/channels/{id}?key=..&dir=read|write``); the routing
+decision (404 unknown id or key, 409 already attached) is made before the upgrade.
+
+The writer's handler reads frames into the channel's buffer while the buffer holds fewer than
+``max_bytes`` bytes and ``max_items`` frames; past that it stops reading, so TCP pushes back on
+the writer and engine memory stays bounded whatever the stream's size. The reader's handler
+sends whatever is buffered (coalesced into few socket writes) and, in a second task, watches
+the reader socket, so a reader that leaves is noticed even while the writer is idle.
+
+End states are never confused (codes in :mod:`iii_trio.protocol._channel_codes`):
+
+* writer closes with 1000 or no status → reader gets every buffered frame, then 1000;
+* writer closes with any other code → reader gets the buffered frames, then that code/reason;
+* writer's connection drops without a Close → reader gets 4001 (WRITER_LOST);
+* reader closes (4002) or drops (4003) first → the writer is closed with that code at once;
+* an end that never attaches within the TTL → the other end gets 4004 (CHANNEL_EXPIRED).
+
+A channel leaves the table as soon as no end can attach any more and both handlers are done,
+or when it expires.
+"""
+
+from __future__ import annotations
+
+import collections
+import enum
+import hmac
+import logging
+import math
+import secrets
+import uuid
+from collections.abc import Callable
+from functools import partial
+from typing import Final, final
+
+import attrs
+import trio
+
+from .._ws import Accept, ConnectionClosed, HandshakeRequest, Reject, WebSocket
+from .._ws._frames import ABNORMAL_CLOSURE, NO_STATUS, NORMAL_CLOSURE
+from ..protocol import JSON
+from ..protocol._channel_codes import (
+    CHANNEL_EXPIRED,
+    CLEAN_EOF,
+    READER_CLOSED,
+    READER_LOST,
+    WRITER_LOST,
+)
+from ._config import EngineConfig
+
+logger = logging.getLogger("iii_trio.channels")
+
+CHANNEL_PATH: Final = "/ws/channels/"
+#: iii's ``buffer_size`` (frames) default and bounds.
+DEFAULT_BUFFER_FRAMES: Final = 64
+MAX_BUFFER_FRAMES: Final = 1024
+
+
+class ChannelLimitExceeded(Exception):
+    """A worker tried to hold more live channels than the engine allows."""
+
+
+class _Phase(enum.Enum):
+    WAITING = "waiting"  # an end has not attached yet
+    STREAMING = "streaming"
+    DRAINING = "draining"  # the writer is done; buffered frames still going out
+    DONE = "done"
+
+
+@final
+@attrs.define(eq=False, kw_only=True)
+class BrokeredChannel:
+    channel_id: str
+    writer_key: str
+    reader_key: str
+    owner: str
+    created: float
+    expires_at: float
+    max_items: int
+    max_bytes: int
+    buffer: collections.deque[str | bytes] = attrs.field(factory=collections.deque)
+    buffered_bytes: int = 0
+    writer_attached: bool = False
+    reader_attached: bool = False
+    writer_running: bool = False
+    reader_running: bool = False
+    #: How the writer ended: ``(1000, "")`` for a clean EOF, else the abort code and reason.
+    writer_end: tuple[int, str] | None = None
+    #: Why the reader side ended early (or expired); ``None`` while it may still read.
+    reader_end: tuple[int, str] | None = None
+    delivered: bool = False  # the reader got the final close (end of stream)
+    expired: bool = False
+    removed: bool = False
+    bytes_in: int = 0
+    bytes_out: int = 0
+    frames_in: int = 0
+    writer_scope: trio.CancelScope | None = None
+    _changed: trio.Event = attrs.field(factory=trio.Event)
+
+    def notify(self) -> None:
+        self._changed.set()
+        self._changed = trio.Event()
+
+    async def wait_changed(self) -> None:
+        await self._changed.wait()
+
+    def full(self) -> bool:
+        return self.buffered_bytes >= self.max_bytes or len(self.buffer) >= self.max_items
+
+    def take_all(self) -> list[str | bytes]:
+        batch = list(self.buffer)
+        self.buffer.clear()
+        self.buffered_bytes = 0
+        self.notify()
+        return batch
+
+    @property
+    def phase(self) -> _Phase:
+        if self.removed:
+            return _Phase.DONE
+        if not (self.writer_attached and self.reader_attached):
+            return _Phase.WAITING
+        if self.writer_end is not None:
+            return _Phase.DRAINING
+        return _Phase.STREAMING
+
+    def stop_writer(self, code: int, reason: str) -> None:
+        """The reader is gone (or the channel expired): make the writer's handler close it."""
+        if self.reader_end is None:
+            self.reader_end = (code, reason)
+        self.buffer.clear()
+        self.buffered_bytes = 0
+        if self.writer_scope is not None:
+            self.writer_scope.cancel()
+        self.notify()
+
+
+def _writer_end(exc: ConnectionClosed) -> tuple[int, str]:
+    if exc.code in (NORMAL_CLOSURE, NO_STATUS):
+        return CLEAN_EOF, ""
+    if exc.code == ABNORMAL_CLOSURE:
+        return WRITER_LOST, "writer connection lost before the end of the stream"
+    return exc.code, exc.reason
+
+
+def _reader_end(exc: ConnectionClosed) -> tuple[int, str]:
+    if exc.code == ABNORMAL_CLOSURE:
+        return READER_LOST, "reader connection lost"
+    if 4000 <= exc.code <= 4999:
+        return exc.code, exc.reason or "reader closed"
+    return READER_CLOSED, "reader closed the channel"
+
+
+@final
+class ChannelBroker:
+    """All live channels of one engine."""
+
+    def __init__(self, config: EngineConfig, now: Callable[[], float] = trio.current_time) -> None:
+        self._config = config
+        self._now = now
+        self.channels: dict[str, BrokeredChannel] = {}
+        self._by_owner: collections.Counter[str] = collections.Counter()
+        self._expiry_order: collections.deque[BrokeredChannel] = collections.deque()
+        self._created = trio.Event()
+        self.finished = 0  # channels that ended, for statistics
+
+    # --- creation and attachment -----------------------------------------------------------
+
+    def create(self, owner: str, buffer_size: int | None) -> dict[str, JSON]:
+        """Create a channel and return iii's ``{"writer": ref, "reader": ref}``.
+
+        Raises:
+            ChannelLimitExceeded: ``owner`` holds too many live channels.
+        """
+        limit = self._config.max_channels_per_worker
+        if self._by_owner[owner] >= limit:
+            raise ChannelLimitExceeded(f"more than {limit} live channels for one worker")
+        frames = DEFAULT_BUFFER_FRAMES if buffer_size is None else buffer_size
+        now = self._now()
+        channel = BrokeredChannel(
+            channel_id=str(uuid.uuid4()),
+            writer_key=secrets.token_urlsafe(24),
+            reader_key=secrets.token_urlsafe(24),
+            owner=owner,
+            created=now,
+            expires_at=now + self._config.channel_ttl,
+            max_items=min(max(frames, 1), MAX_BUFFER_FRAMES),
+            max_bytes=self._config.channel_buffer_bytes,
+        )
+        self.channels[channel.channel_id] = channel
+        self._by_owner[owner] += 1
+        self._expiry_order.append(channel)
+        self._created.set()
+        return {
+            "writer": {
+                "channel_id": channel.channel_id,
+                "access_key": channel.writer_key,
+                "direction": "write",
+            },
+            "reader": {
+                "channel_id": channel.channel_id,
+                "access_key": channel.reader_key,
+                "direction": "read",
+            },
+        }
+
+    def route(self, request: HandshakeRequest, peer: str) -> Accept | Reject:
+        """Decide an upgrade request for ``/ws/channels/{id}``."""
+        channel_id = request.path[len(CHANNEL_PATH) :]
+        key = request.query.get("key", "")
+        direction = request.query.get("dir")
+        if not key or direction not in ("read", "write"):
+            return Reject(400, "channel sockets need ?key=<access key>&dir=read|write\n")
+        channel = self.channels.get(channel_id)
+        writing = direction == "write"
+        expected = "" if channel is None else channel.writer_key if writing else channel.reader_key
+        if channel is None or not hmac.compare_digest(key.encode(), expected.encode()):
+            logger.info("refused %s end of channel %s from %s: not found", direction, channel_id, peer)
+            return Reject(404, "Channel not found\n")
+        attached = channel.writer_attached if writing else channel.reader_attached
+        if attached:
+            logger.info("refused second %s end of channel %s from %s", direction, channel_id, peer)
+            return Reject(
+                409, f"the {direction} end of channel {channel_id} is already attached; "
+                "each end can be attached once\n"
+            )
+        if writing:
+            channel.writer_attached = True
+            channel.writer_running = True
+            handler = partial(self._serve_writer, channel)
+        else:
+            channel.reader_attached = True
+            channel.reader_running = True
+            handler = partial(self._serve_reader, channel)
+        channel.notify()
+        return Accept(handler, max_message_size=self._config.max_channel_frame)
+
+    # --- the two ends ----------------------------------------------------------------------
+
+    async def _serve_writer(self, channel: BrokeredChannel, ws: WebSocket) -> None:
+        try:
+            while channel.reader_end is None:
+                while channel.full() and channel.reader_end is None:
+                    await channel.wait_changed()
+                if channel.reader_end is not None:
+                    break
+                with trio.CancelScope() as scope:
+                    channel.writer_scope = scope
+                    try:
+                        message = await ws.receive()
+                    except ConnectionClosed as exc:
+                        channel.writer_end = _writer_end(exc)
+                        return
+                    finally:
+                        channel.writer_scope = None
+                if scope.cancelled_caught:
+                    break
+                channel.buffer.append(message)
+                size = len(message)
+                channel.buffered_bytes += size
+                channel.bytes_in += size
+                channel.frames_in += 1
+                channel.notify()
+            assert channel.reader_end is not None
+            code, reason = channel.reader_end
+            channel.writer_end = (code, reason)
+            await ws.close(code, reason)
+        finally:
+            if channel.writer_end is None:
+                channel.writer_end = (WRITER_LOST, "engine stopped serving the writer")
+            channel.writer_running = False
+            channel.notify()
+            self._maybe_remove(channel)
+
+    async def _serve_reader(self, channel: BrokeredChannel, ws: WebSocket) -> None:
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._watch_reader, channel, ws, nursery.cancel_scope)
+                await self._pump_to_reader(channel, ws)
+                nursery.cancel_scope.cancel()
+        finally:
+            if not channel.delivered and channel.reader_end is None:
+                channel.stop_writer(READER_LOST, "engine stopped serving the reader")
+            channel.reader_running = False
+            self._maybe_remove(channel)
+
+    async def _pump_to_reader(self, channel: BrokeredChannel, ws: WebSocket) -> None:
+        try:
+            while channel.reader_end is None:
+                if channel.buffer:
+                    batch = channel.take_all()
+                    await ws.send_many(batch)
+                    channel.bytes_out += sum(map(len, batch))
+                elif channel.writer_end is not None:
+                    code, reason = channel.writer_end
+                    channel.delivered = True
+                    await ws.close(code, reason)
+                    return
+                else:
+                    await channel.wait_changed()
+        except ConnectionClosed:
+            return  # the watcher records why
+
+    async def _watch_reader(
+        self, channel: BrokeredChannel, ws: WebSocket, scope: trio.CancelScope
+    ) -> None:
+        try:
+            while True:
+                await ws.receive()  # readers have nothing to say; data frames are dropped
+        except ConnectionClosed as exc:
+            if not channel.delivered:
+                code, reason = _reader_end(exc)
+                channel.stop_writer(code, reason)
+                scope.cancel()
+
+    # --- lifetime ------------------------------------------------------------------------
+
+    def _maybe_remove(self, channel: BrokeredChannel) -> None:
+        if channel.removed:
+            return
+        both_attached = channel.writer_attached and channel.reader_attached
+        if both_attached and not channel.writer_running and not channel.reader_running:
+            self._remove(channel)
+
+    def _remove(self, channel: BrokeredChannel) -> None:
+        channel.removed = True
+        channel.buffer.clear()
+        channel.buffered_bytes = 0
+        self.channels.pop(channel.channel_id, None)
+        self._by_owner[channel.owner] -= 1
+        if self._by_owner[channel.owner] <= 0:
+            del self._by_owner[channel.owner]
+        self.finished += 1
+        end = channel.writer_end or (0, "")
+        state = "expired" if channel.expired else "clean" if end[0] == CLEAN_EOF else "aborted"
+        if channel.reader_end is not None and not channel.expired:
+            state = "reader-closed"
+        logger.info(
+            "channel %s ended %s: %d bytes in %d frames, %.3fs, end code %s %s",
+            channel.channel_id,
+            state,
+            channel.bytes_in,
+            channel.frames_in,
+            self._now() - channel.created,
+            end[0],
+            end[1],
+        )
+
+    def _expire(self, channel: BrokeredChannel) -> None:
+        channel.expired = True
+        if channel.writer_attached and not channel.reader_attached:
+            channel.stop_writer(CHANNEL_EXPIRED, "channel expired: the reader never attached")
+        elif channel.reader_attached and not channel.writer_attached:
+            channel.writer_end = (CHANNEL_EXPIRED, "channel expired: the writer never attached")
+            channel.notify()
+        self._remove(channel)
+
+    async def run(self) -> None:
+        """Expire channels whose ends did not all attach within the TTL. Runs until cancelled."""
+        order = self._expiry_order
+        while True:
+            while order and (
+                order[0].removed or (order[0].writer_attached and order[0].reader_attached)
+            ):
+                order.popleft()
+            if not order:
+                self._created = trio.Event()
+                await self._created.wait()
+                continue
+            channel = order[0]
+            await trio.sleep_until(channel.expires_at)
+            order.popleft()
+            if not channel.removed and not (channel.writer_attached and channel.reader_attached):
+                logger.info("channel %s expired", channel.channel_id)
+                self._expire(channel)
+
+    def describe(self) -> list[JSON]:
+        now = self._now()
+        return [
+            {
+                "channel_id": c.channel_id,
+                "state": c.phase.value,
+                "owner": c.owner,
+                "writer_attached": c.writer_attached,
+                "reader_attached": c.reader_attached,
+                "bytes_in": c.bytes_in,
+                "bytes_out": c.bytes_out,
+                "frames_in": c.frames_in,
+                "buffered_bytes": c.buffered_bytes,
+                "age_s": round(now - c.created, 3),
+                "expires_in_s": None
+                if c.writer_attached and c.reader_attached
+                else round(max(c.expires_at - now, 0.0), 3),
+            }
+            for c in self.channels.values()
+        ]
+
+    def next_expiry(self) -> float:
+        return self._expiry_order[0].expires_at if self._expiry_order else math.inf

@@ -1,0 +1,108 @@
+"""Invocations in flight: who called, who executes, when they expire. Synchronous, no I/O.
+
+The executor sees ``target_id``; the caller knows the call by ``caller_id``. They are the same
+UUID unless the caller's id was already taken, so two callers can never collide.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import uuid
+from typing import final
+
+import attrs
+
+
+@attrs.define(eq=False, kw_only=True)
+class Invocation:
+    target_id: str
+    #: The caller's id for the call; ``None`` when nobody waits for the answer (void).
+    caller_id: str | None
+    function_id: str
+    caller: str  # worker id
+    executor: str  # worker id
+    deadline: float
+    started: float
+
+
+@final
+class InvocationTable:
+    def __init__(self) -> None:
+        self._by_id: dict[str, Invocation] = {}
+        self._by_worker: dict[str, set[str]] = {}
+        self._deadlines: list[tuple[float, int, str]] = []
+        self._seq = itertools.count()
+        self._calls: dict[str, int] = {}
+
+    def new_target_id(self, caller_id: str | None) -> str:
+        if caller_id is not None and caller_id not in self._by_id:
+            return caller_id
+        return str(uuid.uuid4())
+
+    def add(self, inv: Invocation) -> None:
+        assert inv.target_id not in self._by_id
+        self._by_id[inv.target_id] = inv
+        self._by_worker.setdefault(inv.caller, set()).add(inv.target_id)
+        self._by_worker.setdefault(inv.executor, set()).add(inv.target_id)
+        self._calls[inv.caller] = self._calls.get(inv.caller, 0) + 1
+        heapq.heappush(self._deadlines, (inv.deadline, next(self._seq), inv.target_id))
+
+    def _drop(self, inv: Invocation) -> None:
+        del self._by_id[inv.target_id]
+        left = self._calls[inv.caller] - 1
+        if left:
+            self._calls[inv.caller] = left
+        else:
+            del self._calls[inv.caller]
+        for worker in (inv.caller, inv.executor):
+            ids = self._by_worker.get(worker)
+            if ids is not None:
+                ids.discard(inv.target_id)
+                if not ids:
+                    del self._by_worker[worker]
+
+    def complete(self, target_id: str, executor: str) -> Invocation | None:
+        """Remove and return the invocation if ``executor`` is the one that was asked."""
+        inv = self._by_id.get(target_id)
+        if inv is None or inv.executor != executor:
+            return None
+        self._drop(inv)
+        return inv
+
+    def remove_worker(self, worker_id: str) -> list[Invocation]:
+        """Remove every invocation ``worker_id`` called or executes."""
+        gone = [self._by_id[t] for t in self._by_worker.get(worker_id, ())]
+        for inv in gone:
+            self._drop(inv)
+        return gone
+
+    def pop_expired(self, now: float) -> list[Invocation]:
+        expired = []
+        heap = self._deadlines
+        while heap and heap[0][0] <= now:
+            deadline, _, target_id = heapq.heappop(heap)
+            inv = self._by_id.get(target_id)
+            if inv is not None and inv.deadline == deadline:
+                self._drop(inv)
+                expired.append(inv)
+        return expired
+
+    def next_deadline(self) -> float | None:
+        heap = self._deadlines
+        while heap and heap[0][2] not in self._by_id:
+            heapq.heappop(heap)
+        return heap[0][0] if heap else None
+
+    def pending_calls(self, worker_id: str) -> int:
+        """Invocations ``worker_id`` called that are still waiting."""
+        return self._calls.get(worker_id, 0)
+
+    def active_for(self, worker_id: str) -> int:
+        return len(self._by_worker.get(worker_id, ()))
+
+    def __len__(self) -> int:
+        return len(self._by_id)
+
+    def all(self) -> list[Invocation]:
+        return list(self._by_id.values())

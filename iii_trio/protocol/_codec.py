@@ -1,0 +1,260 @@
+"""JSON text ⇄ message objects, through one private cattrs converter.
+
+:func:`decode` is total: whatever text or bytes it is given, it returns a :data:`Message` or
+raises :class:`~iii_trio.RemoteProtocolError` (with a wire ``hint``); no ``KeyError``,
+``JSONDecodeError`` or cattrs ``ExceptionGroup`` escapes.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable
+from typing import Any, Final
+
+import cattrs
+from cattrs.gen import make_dict_unstructure_fn, override
+from cattrs.strategies import configure_tagged_union
+
+from .._errors import INVALID_MESSAGE, LocalProtocolError, RemoteProtocolError
+from ._messages import (
+    IGNORED_TAGS,
+    JSON,
+    WIRE_NAMES,
+    Action,
+    ActionEnqueue,
+    ActionVoid,
+    InvocationResult,
+    InvokeFunction,
+    Message,
+    StreamChannelRef,
+)
+
+#: Wire tag ``unknown``: the message had a ``type`` this engine does not know.
+UNKNOWN_TYPE: Final = "unknown_type"
+
+
+
+def _structure_action(value: Any, _: Any) -> Action | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise TypeError("action must be an object")
+    kind = value.get("type")
+    if kind == "void":
+        return ActionVoid()
+    if kind == "enqueue":
+        queue = value.get("queue")
+        if not isinstance(queue, str):
+            raise TypeError("enqueue action needs a string 'queue'")
+        return ActionEnqueue(queue=queue)
+    raise ValueError(f"unknown action type {kind!r}")
+
+
+def _unstructure_action(action: Action | None) -> JSON:
+    if action is None:
+        return None
+    if isinstance(action, ActionEnqueue):
+        return {"type": "enqueue", "queue": action.queue}
+    return {"type": "void"}
+
+
+def _strict(kind: type[Any], name: str) -> Callable[[Any, Any], Any]:
+    def check(value: Any, _: Any) -> Any:
+        # bool is an int subclass: a JSON ``true`` is not a number here.
+        if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
+            raise TypeError(f"expected {name}, got {type(value).__name__}")
+        return value
+
+    return check
+
+
+def _structure_float(value: Any, _: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"expected number, got {type(value).__name__}")
+    return float(value)
+
+
+def _make_converter() -> cattrs.Converter:
+    conv = cattrs.Converter(omit_if_default=True, forbid_extra_keys=False)
+    conv.register_structure_hook_func(lambda t: t is object, lambda v, _: v)
+    conv.register_unstructure_hook_func(lambda t: t is object, lambda v: v)
+    conv.register_structure_hook(str, _strict(str, "string"))
+    conv.register_structure_hook(int, _strict(int, "integer"))
+    conv.register_structure_hook(bool, _strict(bool, "boolean"))
+    conv.register_structure_hook(float, _structure_float)
+    conv.register_structure_hook_func(lambda t: t == Action | None, _structure_action)
+    conv.register_unstructure_hook_func(lambda t: t == Action | None, _unstructure_action)
+    for cls, always in ((InvokeFunction, "data"), (InvocationResult, "result")):
+        conv.register_unstructure_hook(
+            cls,
+            make_dict_unstructure_fn(
+                cls,
+                conv,
+                _cattrs_omit_if_default=True,
+                **{always: override(omit_if_default=False)},
+            ),
+        )
+    configure_tagged_union(Message, conv, tag_generator=WIRE_NAMES.__getitem__, tag_name="type")
+    return conv
+
+
+_converter: Final = _make_converter()
+
+
+def _reject_constant(name: str) -> JSON:
+    raise ValueError(f"{name} is not JSON")
+
+
+_decoder: Final = json.JSONDecoder(parse_constant=_reject_constant)
+_encoder: Final = json.JSONEncoder(separators=(",", ":"), allow_nan=False, ensure_ascii=False)
+
+
+def loads(data: str | bytes) -> JSON:
+    """Parse strict JSON (no NaN/Infinity).
+
+    Raises:
+        RemoteProtocolError: not valid UTF-8 JSON, too deeply nested, or an absurd number.
+    """
+    try:
+        text = data.decode("utf-8") if isinstance(data, bytes | bytearray) else data
+        return _decoder.decode(text)  # type: ignore[no-any-return]
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError, int limits
+        raise RemoteProtocolError(f"invalid JSON: {exc}") from exc
+
+
+def dumps(value: JSON) -> str:
+    """Serialize a JSON value compactly.
+
+    Raises:
+        LocalProtocolError: the value is not JSON-serializable (or holds NaN/Infinity).
+    """
+    try:
+        return _encoder.encode(value)
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise LocalProtocolError(f"value is not JSON-serializable: {exc}") from exc
+
+
+def structure(obj: JSON) -> Message:
+    """Turn a parsed JSON object into a message.
+
+    Raises:
+        RemoteProtocolError: not an object, no/unknown ``type``, or wrong field types. An
+            ignorable iii tag (the 0.25.0 observe family) gets hint ``unknown_type`` too.
+    """
+    if not isinstance(obj, dict):
+        raise RemoteProtocolError("a message must be a JSON object")
+    tag = obj.get("type")
+    if not isinstance(tag, str):
+        raise RemoteProtocolError("message has no string 'type'")
+    cls = _CLASSES.get(tag)
+    if cls is None:
+        raise RemoteProtocolError(f"unknown message type {tag!r}", hint=UNKNOWN_TYPE)
+    try:
+        msg: Message = _converter.structure(obj, cls)
+    except Exception as exc:  # cattrs raises ExceptionGroups and plain errors alike
+        raise RemoteProtocolError(f"invalid {tag!r} message: {_describe(exc)}") from exc
+    _validate(msg)
+    return msg
+
+
+def decode(data: str | bytes) -> Message:
+    """Parse one wire frame into a message.
+
+    Raises:
+        RemoteProtocolError: see :func:`loads` and :func:`structure`.
+    """
+    return structure(loads(data))
+
+
+def unstructure(msg: Message) -> dict[str, JSON]:
+    """The JSON object for ``msg``, with its ``type`` tag."""
+    return _converter.unstructure(msg, Message)  # type: ignore[no-any-return]
+
+
+def encode(msg: Message) -> str:
+    """Serialize a message to its wire text.
+
+    Raises:
+        LocalProtocolError: a payload field is not JSON-serializable.
+    """
+    return dumps(unstructure(msg))
+
+
+def structure_ref(obj: JSON) -> StreamChannelRef:
+    """A :class:`StreamChannelRef` from its JSON form.
+
+    Raises:
+        RemoteProtocolError: not a valid ref.
+    """
+    if not is_channel_ref(obj):
+        raise RemoteProtocolError("not a channel ref")
+    assert isinstance(obj, dict)
+    return StreamChannelRef(
+        channel_id=str(obj["channel_id"]),
+        access_key=str(obj["access_key"]),
+        direction="read" if obj["direction"] == "read" else "write",
+    )
+
+
+def unstructure_ref(ref: StreamChannelRef) -> dict[str, JSON]:
+    return {"channel_id": ref.channel_id, "access_key": ref.access_key, "direction": ref.direction}
+
+
+def is_channel_ref(obj: object) -> bool:
+    """iii's structural test: a dict with string ``channel_id``/``access_key`` and a direction."""
+    return (
+        isinstance(obj, dict)
+        and isinstance(obj.get("channel_id"), str)
+        and isinstance(obj.get("access_key"), str)
+        and obj.get("direction") in ("read", "write")
+    )
+
+
+_CLASSES: Final[dict[str, type[Message]]] = {tag: cls for cls, tag in WIRE_NAMES.items()}  # type: ignore[misc]
+
+
+def is_ignored_tag(obj: JSON) -> bool:
+    """True for iii message types that are safe to drop (the 0.25.0 observe family)."""
+    return isinstance(obj, dict) and obj.get("type") in IGNORED_TAGS
+
+
+def _is_uuid(value: str) -> bool:
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        return False
+    return True
+
+
+def _validate(msg: Message) -> None:
+    if isinstance(msg, InvokeFunction | InvocationResult):
+        if msg.invocation_id is not None and not _is_uuid(msg.invocation_id):
+            raise RemoteProtocolError(f"invocation_id {msg.invocation_id!r} is not a UUID")
+        if not msg.function_id:
+            raise RemoteProtocolError("function_id must not be empty")
+    if isinstance(msg, InvokeFunction) and msg.timeout_ms is not None and msg.timeout_ms < 0:
+        raise RemoteProtocolError("timeout_ms must not be negative")
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, cattrs.BaseValidationError):
+        notes = cattrs.transform_error(exc)
+        return "; ".join(notes) if notes else str(exc)
+    return str(exc) or type(exc).__name__
+
+
+__all__ = [
+    "INVALID_MESSAGE",
+    "UNKNOWN_TYPE",
+    "decode",
+    "dumps",
+    "encode",
+    "is_channel_ref",
+    "is_ignored_tag",
+    "loads",
+    "structure",
+    "structure_ref",
+    "unstructure",
+    "unstructure_ref",
+]

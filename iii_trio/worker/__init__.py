@@ -1,0 +1,17 @@
+"""The trio worker SDK: connect, register functions, trigger, stream through channels."""
+
+from __future__ import annotations
+
+from ._channel_errors import ChannelAborted as ChannelAborted
+from ._channel_errors import ChannelBroken as ChannelBroken
+from ._channel_errors import ChannelExpired as ChannelExpired
+from ._channel_errors import ChannelLost as ChannelLost
+from ._channel_errors import ChannelReaderClosed as ChannelReaderClosed
+from ._channel_errors import ChannelRefused as ChannelRefused
+from ._channels import Channel as Channel
+from ._channels import ChannelReader as ChannelReader
+from ._channels import ChannelWriter as ChannelWriter
+from ._client import DEFAULT_URL as DEFAULT_URL
+from ._client import FunctionRef as FunctionRef
+from ._client import Worker as Worker
+from ._client import connect_worker as connect_worker
