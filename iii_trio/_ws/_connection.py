@@ -42,6 +42,8 @@ logger = logging.getLogger("iii_trio.ws")
 RECEIVE_SIZE: Final = 256 * 1024  # 256 KiB
 #: How long :meth:`WebSocket.close` waits for the peer's Close before dropping the socket.
 CLOSE_TIMEOUT: Final = 5.0  # seconds
+#: Seconds to keep draining a peer we are closing for a protocol error (see ``_fail``).
+FAIL_LINGER: Final = 2.0
 #: Frames below this size are copied together into one ``send_all``; larger payloads are
 #: written as their own buffer to save the copy.
 _COALESCE_LIMIT: Final = 256 * 1024
@@ -193,15 +195,22 @@ class WebSocket:
         await trio.aclose_forcefully(self._stream)
 
     async def _fail(self, code: int, reason: str) -> None:
-        """Answer a protocol violation with a Close and drop the connection."""
+        """Answer a protocol violation with a Close and drop the connection.
+
+        Before dropping it, read and discard what the peer is still sending (for at most
+        :data:`FAIL_LINGER` seconds): closing a socket with unread data makes the kernel send
+        a reset, and the peer would never see our close code.
+        """
         logger.info("closing WebSocket after a protocol error: %s %s", code, reason)
         if self._state is _State.OPEN:
             self._state = _State.CLOSE_SENT
-            with trio.move_on_after(1):
+            with trio.move_on_after(FAIL_LINGER):
                 try:
                     await self._send_frames(
                         [encode_frame(Opcode.CLOSE, close_payload(code, reason), mask=self._is_client)]
                     )
+                    while await self._stream.receive_some(self._receive_size):
+                        pass
                 except trio.BrokenResourceError:
                     pass  # nothing more to tell a peer that is gone
         self._finish(code, reason)

@@ -159,9 +159,15 @@ def _reader_end(exc: ConnectionClosed) -> tuple[int, str]:
 class ChannelBroker:
     """All live channels of one engine."""
 
-    def __init__(self, config: EngineConfig, now: Callable[[], float] = trio.current_time) -> None:
+    def __init__(
+        self,
+        config: EngineConfig,
+        now: Callable[[], float] = trio.current_time,
+        on_change: Callable[[], None] = lambda: None,
+    ) -> None:
         self._config = config
         self._now = now
+        self._on_change = on_change
         self.channels: dict[str, BrokeredChannel] = {}
         self._by_owner: collections.Counter[str] = collections.Counter()
         self._expiry_order: collections.deque[BrokeredChannel] = collections.deque()
@@ -195,6 +201,7 @@ class ChannelBroker:
         self._by_owner[owner] += 1
         self._expiry_order.append(channel)
         self._created.set()
+        self._on_change()
         return {
             "writer": {
                 "channel_id": channel.channel_id,
@@ -335,6 +342,7 @@ class ChannelBroker:
         if self._by_owner[channel.owner] <= 0:
             del self._by_owner[channel.owner]
         self.finished += 1
+        self._on_change()
         end = channel.writer_end or (0, "")
         state = "expired" if channel.expired else "clean" if end[0] == CLEAN_EOF else "aborted"
         if channel.reader_end is not None and not channel.expired:

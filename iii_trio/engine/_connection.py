@@ -109,6 +109,7 @@ class WorkerConnection:
         """Serve the connection until either side closes it."""
         engine = self.engine
         engine.workers[self.worker_id] = self
+        engine.notify()
         logger.info("worker %s connected from %s", self.worker_id, self.peer)
         reason = "closed"
         try:
@@ -189,6 +190,7 @@ class WorkerConnection:
         elif isinstance(msg, UnregisterFunction):
             if self.engine.registry.unregister(self.namespace, msg.id, self.worker_id):
                 logger.info("worker %s unregistered %s", self.worker_id, msg.id)
+                self.engine.notify()
         elif isinstance(msg, Ping):
             await self.send(Pong())
         elif isinstance(msg, Pong | Reattach):
@@ -346,6 +348,7 @@ class WorkerConnection:
         )
         invocations.add(inv)
         engine.deadline_added(inv.deadline)
+        engine.notify()
         data = msg.data
         if isinstance(data, dict):
             data = {**data, "_caller_worker_id": self.worker_id}
@@ -370,6 +373,7 @@ class WorkerConnection:
     async def _on_result(self, msg: InvocationResult) -> None:
         engine = self.engine
         inv = engine.invocations.complete(msg.invocation_id, self.worker_id)
+        engine.notify()
         if inv is None:
             logger.debug(
                 "ignored result for %s from %s: not an invocation it was asked to run",

@@ -46,7 +46,7 @@ class Engine:
         self.config = config if config is not None else EngineConfig()
         self.registry = FunctionRegistry(on_change=self._on_function_registered)
         self.invocations = InvocationTable()
-        self.broker = ChannelBroker(self.config)
+        self.broker = ChannelBroker(self.config, on_change=self.notify)
         self.workers: dict[str, WorkerConnection] = {}
         self._nursery: trio.Nursery | None = None
         self._function_waiters: dict[tuple[str, str], trio.Event] = {}
@@ -54,6 +54,7 @@ class Engine:
         self._reaper_until = math.inf
         self.url = ""
         self.port = 0
+        self._change: trio.Event | None = None
 
     # --- running ---------------------------------------------------------------------------
 
@@ -132,7 +133,10 @@ class Engine:
             self._reaper_wakeup = trio.Event()
             with trio.move_on_at(self._reaper_until):
                 await self._reaper_wakeup.wait()
-            for inv in self.invocations.pop_expired(trio.current_time()):
+            expired = self.invocations.pop_expired(trio.current_time())
+            if expired:
+                self.notify()
+            for inv in expired:
                 seconds = round(inv.deadline - inv.started, 3)
                 self._tell_caller(
                     inv,
@@ -159,6 +163,7 @@ class Engine:
         """A connection ended: drop its functions; fail the calls it was running."""
         if self.workers.get(conn.worker_id) is conn:
             del self.workers[conn.worker_id]
+        self.notify()
         for entry in self.registry.remove_worker(conn.worker_id):
             logger.info("function %s gone with worker %s", entry.function_id, conn.worker_id)
         for inv in self.invocations.remove_worker(conn.worker_id):
@@ -187,6 +192,22 @@ class Engine:
         event = self._function_waiters.pop(key, None)
         if event is not None:
             event.set()
+        self.notify()
+
+    def notify(self) -> None:
+        """Wake :meth:`wait_until` callers (the engine's state changed)."""
+        if self._change is not None:
+            self._change.set()
+            self._change = None
+
+    async def wait_until(self, predicate: Callable[[Engine], bool]) -> None:
+        """Wait until ``predicate(engine)`` is true; it is re-checked whenever workers,
+        functions, invocations or channels change. For tests and tools; no polling."""
+        while not predicate(self):
+            if self._change is None:
+                self._change = trio.Event()
+            await self._change.wait()
+        await trio.lowlevel.checkpoint()
 
     async def wait_function(self, function_id: str, *, namespace: str = DEFAULT_NAMESPACE) -> None:
         """Wait until some worker has registered ``function_id`` (returns at once if one has)."""

@@ -265,6 +265,7 @@ class Worker:
         self.functions: dict[str, FunctionSpec] = {}
         #: Registrations the engine refused, by function id.
         self.rejections: dict[str, RegistrationRejected] = {}
+        self._rejection_waiters: dict[str, trio.Event] = {}
         #: The engine's id for this worker on the current connection.
         self.worker_id: str | None = None
         self._session: _Session | None = None
@@ -342,6 +343,16 @@ class Worker:
         self.rejections[function_id] = RegistrationRejected(
             msg.code, f"already registered by worker {msg.owner_worker_id}", function_id=function_id
         )
+        event = self._rejection_waiters.pop(function_id, None)
+        if event is not None:
+            event.set()
+
+    async def wait_rejected(self, function_id: str) -> RegistrationRejected:
+        """Wait until the engine refuses ``function_id`` (returns at once if it has)."""
+        while function_id not in self.rejections:
+            await self._rejection_waiters.setdefault(function_id, trio.Event()).wait()
+        await trio.lowlevel.checkpoint()
+        return self.rejections[function_id]
 
     async def on_message(self, msg: Message) -> None:
         logger.debug("ignored %s from the engine", type(msg).__name__)

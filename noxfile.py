@@ -1,0 +1,58 @@
+"""Sessions: tests (default), lint, typecheck, bench, soak. CI runs ``nox -s tests``."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import nox
+
+nox.options.default_venv_backend = "uv|virtualenv"
+nox.options.error_on_missing_interpreters = True
+nox.options.sessions = ["tests"]
+
+ROOT = Path(__file__).parent
+NODE_PEER = ROOT / "tests" / "interop" / "node"
+
+
+def _install_node_peer(session: nox.Session) -> None:
+    if shutil.which("npm") is None:
+        session.warn("npm not found: the Node SDK interop tests will be skipped")
+        return
+    with session.chdir(NODE_PEER):
+        session.run("npm", "ci", "--no-audit", "--no-fund", external=True)
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """The test suite (real loopback sockets; official SDK interop included)."""
+    session.install("-e", ".[test]")
+    _install_node_peer(session)
+    session.run("pytest", *(session.posargs or ["tests/"]))
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    session.install("ruff")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+
+
+@nox.session
+def typecheck(session: nox.Session) -> None:
+    session.install("-e", ".[test,lint]")
+    session.run("mypy", "--strict", "iii_trio", "tests", "benchmarks", "noxfile.py")
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Benchmarks with same-run baselines (see benchmarks/README.md)."""
+    session.install("-e", ".[test]")
+    session.run("python", "-m", "benchmarks", *session.posargs)
+
+
+@nox.session
+def soak(session: nox.Session) -> None:
+    """Long reliability run (not part of the default test run)."""
+    session.install("-e", ".[test]")
+    session.run("python", "-m", "benchmarks.soak", *session.posargs)

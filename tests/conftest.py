@@ -1,0 +1,39 @@
+from __future__ import annotations
+
+import os
+
+from hypothesis import HealthCheck, settings
+
+settings.register_profile(
+    "default",
+    deadline=None,
+    max_examples=40,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+settings.register_profile("thorough", parent=settings.get_profile("default"), max_examples=500)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
+
+
+import pytest  # noqa: E402
+
+from tests.helpers import RawClient  # noqa: E402
+
+
+@pytest.fixture
+async def raw(iii_engine):
+    """``await raw(url=None, path="/")``: a raw protocol client (closed after the test). The
+    url defaults to the ``iii_engine`` fixture's."""
+    clients: list[RawClient] = []
+
+    async def connect(url: str | None = None, path: str = "/", **kwargs) -> RawClient:
+        if url is None:
+            url = iii_engine.url
+        client = await RawClient.connect(url, path, **kwargs)
+        clients.append(client)
+        return client
+
+    try:
+        yield connect
+    finally:
+        for client in clients:
+            await client.ws.abort()
