@@ -129,9 +129,13 @@ class WebSocket:
         if self.close_info is not None:
             self._raise_closed()
 
+    _failure: tuple[int, str] | None = None
+
     async def _receive(self) -> str | bytes:
         reader = self._reader
         while True:
+            if self._failure is not None:  # the reader is poisoned after a protocol error
+                raise ConnectionClosed(*self._failure)
             try:
                 event = reader.next_message()
             except FrameError as exc:
@@ -202,6 +206,7 @@ class WebSocket:
         a reset, and the peer would never see our close code.
         """
         logger.info("closing WebSocket after a protocol error: %s %s", code, reason)
+        self._failure = (code, reason)
         if self._state is _State.OPEN:
             self._state = _State.CLOSE_SENT
             with trio.move_on_after(FAIL_LINGER):

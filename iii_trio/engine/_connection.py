@@ -115,7 +115,7 @@ class WorkerConnection:
         try:
             self.post(WorkerRegistered(worker_id=self.worker_id, reattach_token=self.reattach_token))
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._write_loop, ws, nursery.cancel_scope)
+                nursery.start_soon(self._write_loop, ws)
                 try:
                     await self._read_loop(ws)
                 except ConnectionClosed as exc:
@@ -130,7 +130,7 @@ class WorkerConnection:
                     scope.shield = True
                     await ws.close(1001, "engine shutting down")
 
-    async def _write_loop(self, ws: WebSocket, scope: trio.CancelScope) -> None:
+    async def _write_loop(self, ws: WebSocket) -> None:
         receive = self._outbox_receive
         try:
             async for first in receive:
@@ -142,8 +142,7 @@ class WorkerConnection:
                         break
                 await ws.send_many(batch)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
-            pass  # the socket is gone; the reader sees it too
-        scope.cancel()
+            pass  # the socket is closing or gone; the reader loop sees that and ends the session
 
     async def _read_loop(self, ws: WebSocket) -> None:
         while True:

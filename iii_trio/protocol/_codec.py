@@ -8,7 +8,8 @@ raises :class:`~iii_trio.RemoteProtocolError` (with a wire ``hint``); no ``KeyEr
 from __future__ import annotations
 
 import json
-import uuid
+import math
+import re
 from collections.abc import Callable
 from typing import Any, Final
 
@@ -75,6 +76,13 @@ def _structure_float(value: Any, _: Any) -> float:
     return float(value)
 
 
+def _structure_str_list(value: Any, _: Any) -> list[str]:
+    # cattrs would iterate any iterable: "abc" would become ["a", "b", "c"].
+    if not isinstance(value, list):
+        raise TypeError(f"expected array, got {type(value).__name__}")
+    return [_strict(str, "string")(item, str) for item in value]
+
+
 def _make_converter() -> cattrs.Converter:
     conv = cattrs.Converter(omit_if_default=True, forbid_extra_keys=False)
     conv.register_structure_hook_func(lambda t: t is object, lambda v, _: v)
@@ -83,6 +91,7 @@ def _make_converter() -> cattrs.Converter:
     conv.register_structure_hook(int, _strict(int, "integer"))
     conv.register_structure_hook(bool, _strict(bool, "boolean"))
     conv.register_structure_hook(float, _structure_float)
+    conv.register_structure_hook_func(lambda t: t == list[str], _structure_str_list)
     conv.register_structure_hook_func(lambda t: t == Action | None, _structure_action)
     conv.register_unstructure_hook_func(lambda t: t == Action | None, _unstructure_action)
     for cls, always in ((InvokeFunction, "data"), (InvocationResult, "result")):
@@ -106,7 +115,15 @@ def _reject_constant(name: str) -> JSON:
     raise ValueError(f"{name} is not JSON")
 
 
-_decoder: Final = json.JSONDecoder(parse_constant=_reject_constant)
+def _parse_float(text: str) -> float:
+    # 1e400 overflows to inf, which we could never encode again (iii's serde_json rejects it).
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"number {text[:20]!r} is out of range")
+    return value
+
+
+_decoder: Final = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_parse_float)
 _encoder: Final = json.JSONEncoder(separators=(",", ":"), allow_nan=False, ensure_ascii=False)
 
 
@@ -118,9 +135,14 @@ def loads(data: str | bytes) -> JSON:
     """
     try:
         text = data.decode("utf-8") if isinstance(data, bytes | bytearray) else data
-        return _decoder.decode(text)  # type: ignore[no-any-return]
-    except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError, int limits
+        value = _decoder.decode(text)
+        if "\\ud" in text or "\\uD" in text:
+            # A lone surrogate escape ("\ud800") decodes to a str that cannot be written back
+            # as UTF-8: relaying it would crash the receiver's writer. serde_json rejects it.
+            _encoder.encode(value).encode("utf-8")
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeError, int limits
         raise RemoteProtocolError(f"invalid JSON: {exc}") from exc
+    return value  # type: ignore[no-any-return]
 
 
 def dumps(value: JSON) -> str:
@@ -219,12 +241,14 @@ def is_ignored_tag(obj: JSON) -> bool:
     return isinstance(obj, dict) and obj.get("type") in IGNORED_TAGS
 
 
+_HYPHENATED: Final = "[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+#: The forms the Rust ``uuid`` crate parses. ``uuid.UUID()`` is laxer: it drops every hyphen and
+#: lets ``int()`` accept a sign, whitespace and underscores.
+_UUID: Final = re.compile(f"[0-9a-fA-F]{{32}}|{_HYPHENATED}|\\{{{_HYPHENATED}\\}}|urn:uuid:{_HYPHENATED}")
+
+
 def _is_uuid(value: str) -> bool:
-    try:
-        uuid.UUID(value)
-    except ValueError:
-        return False
-    return True
+    return _UUID.fullmatch(value) is not None
 
 
 def _validate(msg: Message) -> None:

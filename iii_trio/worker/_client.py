@@ -123,7 +123,7 @@ class _Session:
         try:
             async with trio.open_nursery() as nursery:
                 self.nursery = nursery
-                nursery.start_soon(self._write_loop, nursery.cancel_scope)
+                nursery.start_soon(self._write_loop)
                 # engine::workers::register first, so the engine knows our namespace before
                 # the functions arrive; then every registration, replayed on each connect.
                 await self.send(
@@ -149,7 +149,7 @@ class _Session:
                     await self.ws.close()
         return reason
 
-    async def _write_loop(self, scope: trio.CancelScope) -> None:
+    async def _write_loop(self) -> None:
         receive = self._outbox_receive
         try:
             async for first in receive:
@@ -161,8 +161,7 @@ class _Session:
                         break
                 await self.ws.send_many(batch)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
-            pass  # the reader loop reports the lost connection
-        scope.cancel()
+            pass  # the socket is closing or gone; the reader loop sees that and ends the session
 
     async def _read_loop(self) -> None:
         worker = self.worker
