@@ -244,7 +244,9 @@ def is_ignored_tag(obj: JSON) -> bool:
 _HYPHENATED: Final = "[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
 #: The forms the Rust ``uuid`` crate parses. ``uuid.UUID()`` is laxer: it drops every hyphen and
 #: lets ``int()`` accept a sign, whitespace and underscores.
-_UUID: Final = re.compile(f"[0-9a-fA-F]{{32}}|{_HYPHENATED}|\\{{{_HYPHENATED}\\}}|urn:uuid:{_HYPHENATED}")
+_UUID: Final = re.compile(
+    f"[0-9a-fA-F]{{32}}|{_HYPHENATED}|\\{{{_HYPHENATED}\\}}|urn:uuid:{_HYPHENATED}"
+)
 
 
 def _is_uuid(value: str) -> bool:

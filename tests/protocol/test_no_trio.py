@@ -115,7 +115,9 @@ def test_the_sans_io_set_is_what_we_think() -> None:
 
 
 def test_resolve_relative_imports() -> None:
-    assert _resolve("iii_trio.protocol._codec", False, 1, "_messages") == "iii_trio.protocol._messages"
+    assert (
+        _resolve("iii_trio.protocol._codec", False, 1, "_messages") == "iii_trio.protocol._messages"
+    )
     assert _resolve("iii_trio.protocol._codec", False, 2, "_errors") == "iii_trio._errors"
     assert _resolve("iii_trio.protocol", True, 1, "_codec") == "iii_trio.protocol._codec"
     assert _resolve("iii_trio.protocol", True, 2, None) == "iii_trio"
@@ -171,8 +173,12 @@ def test_checker_allows_sans_io_imports(source: str) -> None:
 
 
 def test_import_without_trio_in_a_fresh_interpreter() -> None:
-    """Load the sans-IO modules with ``trio`` made unimportable and ``iii_trio/__init__`` skipped."""
+    """Import the sans-IO modules where ``trio`` cannot be imported.
+
+    ``iii_trio/__init__.py`` and ``_ws/__init__.py`` (which do import trio) are skipped.
+    """
     modules = sorted(SANS_IO_MODULES | {"iii_trio._errors"})
+    packages = [("iii_trio", str(PACKAGE_DIR)), ("iii_trio._ws", str(PACKAGE_DIR / "_ws"))]
     script = textwrap.dedent(
         f"""
         import importlib, importlib.abc, sys, types
@@ -186,7 +192,7 @@ def test_import_without_trio_in_a_fresh_interpreter() -> None:
         sys.meta_path.insert(0, Ban())
         # Bare parent packages, so that iii_trio/__init__.py and _ws/__init__.py (which do
         # import trio) are not run.
-        for name, path in [("iii_trio", {str(PACKAGE_DIR)!r}), ("iii_trio._ws", {str(PACKAGE_DIR / "_ws")!r})]:
+        for name, path in {packages!r}:
             pkg = types.ModuleType(name)
             pkg.__path__ = [path]
             sys.modules[name] = pkg

@@ -134,7 +134,9 @@ def test_length_encodings(size: int, server: bool) -> None:
 
 def test_non_minimal_length_is_tolerated() -> None:
     reader = _reader(server=False)
-    reader.feed(_frame(Opcode.BINARY, b"abc", length_form=126) + _frame(Opcode.TEXT, b"x", length_form=127))
+    reader.feed(
+        _frame(Opcode.BINARY, b"abc", length_form=126) + _frame(Opcode.TEXT, b"x", length_form=127)
+    )
     assert _drain(reader) == [(Opcode.BINARY, b"abc"), (Opcode.TEXT, b"x")]
 
 
@@ -149,7 +151,9 @@ def test_encode_frame_masks_for_clients() -> None:
     assert bytes(body) == payload
     # A memoryview payload works too (the data path sends slices without copying).
     view = memoryview(payload)[5:]
-    assert b"".join(bytes(p) for p in encode_frame(Opcode.BINARY, view, mask=False))[4:] == payload[5:]
+    assert (
+        b"".join(bytes(p) for p in encode_frame(Opcode.BINARY, view, mask=False))[4:] == payload[5:]
+    )
 
 
 # --- round trips with random splits --------------------------------------------------------
@@ -182,7 +186,9 @@ def wire_streams(draw: st.DrawFn) -> tuple[bool, bytes, list[tuple[Opcode, bytes
         for i, piece in enumerate(pieces):
             first, last = i == 0, i == len(pieces) - 1
             chunks.append(
-                _frame(opcode if first else Opcode.CONTINUATION, piece, fin=last, mask_key=mask_key())
+                _frame(
+                    opcode if first else Opcode.CONTINUATION, piece, fin=last, mask_key=mask_key()
+                )
             )
             if not last and draw(st.booleans()):
                 ping = draw(control_frames)
@@ -219,8 +225,10 @@ def test_byte_at_a_time(stream: tuple[bool, bytes, list[tuple[Opcode, bytes]]]) 
     assert events == expected
 
 
-@given(st.lists(st.tuples(st.sampled_from(list(Opcode)), st.binary(max_size=200)), max_size=6),
-       st.booleans())
+@given(
+    st.lists(st.tuples(st.sampled_from(list(Opcode)), st.binary(max_size=200)), max_size=6),
+    st.booleans(),
+)
 def test_encode_frame_round_trip(messages: list[tuple[Opcode, bytes]], mask: bool) -> None:
     messages = [
         (op, payload[:125] if op >= Opcode.CLOSE else payload)
@@ -282,10 +290,16 @@ def test_empty_fragments() -> None:
 
 def test_masking_is_enforced() -> None:
     assert _error(_reader(server=True), _frame(Opcode.TEXT, b"hi")).code == PROTOCOL_ERROR
-    assert _error(_reader(server=False), _frame(Opcode.TEXT, b"hi", mask_key=KEY)).code == PROTOCOL_ERROR
+    assert (
+        _error(_reader(server=False), _frame(Opcode.TEXT, b"hi", mask_key=KEY)).code
+        == PROTOCOL_ERROR
+    )
     # Control frames too.
     assert _error(_reader(server=True), _frame(Opcode.PING, b"")).code == PROTOCOL_ERROR
-    assert _error(_reader(server=False), _frame(Opcode.CLOSE, b"", mask_key=KEY)).code == PROTOCOL_ERROR
+    assert (
+        _error(_reader(server=False), _frame(Opcode.CLOSE, b"", mask_key=KEY)).code
+        == PROTOCOL_ERROR
+    )
 
 
 @pytest.mark.parametrize("rsv", [1, 2, 4, 7])
@@ -335,7 +349,8 @@ def test_continuation_without_start() -> None:
     # Also after a completed fragmented message.
     reader = _reader()
     reader.feed(
-        _frame(Opcode.TEXT, b"a", fin=False, mask_key=KEY) + _frame(Opcode.CONTINUATION, b"b", mask_key=KEY)
+        _frame(Opcode.TEXT, b"a", fin=False, mask_key=KEY)
+        + _frame(Opcode.CONTINUATION, b"b", mask_key=KEY)
     )
     assert _drain(reader) == [(Opcode.TEXT, b"ab")]
     assert _error(reader, _frame(Opcode.CONTINUATION, b"c", mask_key=KEY)).code == PROTOCOL_ERROR
@@ -385,7 +400,9 @@ def test_message_too_big_across_fragments() -> None:
 
 def test_control_frames_are_not_limited_by_max_message_size() -> None:
     reader = _reader(max_size=0)
-    reader.feed(_frame(Opcode.PING, b"abc", mask_key=KEY) + _frame(Opcode.BINARY, b"", mask_key=KEY))
+    reader.feed(
+        _frame(Opcode.PING, b"abc", mask_key=KEY) + _frame(Opcode.BINARY, b"", mask_key=KEY)
+    )
     assert _drain(reader) == [(Opcode.PING, b"abc"), (Opcode.BINARY, b"")]
 
 
@@ -405,7 +422,22 @@ def test_parse_close() -> None:
     assert parse_close(b"") == (NO_STATUS, "")
     assert parse_close(struct.pack("!H", 1000)) == (1000, "")
     assert parse_close(struct.pack("!H", 4001) + "why é".encode()) == (4001, "why é")
-    for code in (1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014, 3000, 4999):
+    for code in (
+        1000,
+        1001,
+        1002,
+        1003,
+        1007,
+        1008,
+        1009,
+        1010,
+        1011,
+        1012,
+        1013,
+        1014,
+        3000,
+        4999,
+    ):
         assert parse_close(struct.pack("!H", code)) == (code, "")
 
 
@@ -510,5 +542,5 @@ def test_mask_block_boundaries(size: int) -> None:
 
 @pytest.mark.parametrize("key", [b"", b"abc", b"abcde"])
 def test_mask_key_length(key: bytes) -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="4 bytes"):
         python_apply_mask(b"data", key)
