@@ -35,8 +35,15 @@ from .worker import ChannelReaderClosed as ChannelReaderClosed
 from .worker import ChannelRefused as ChannelRefused
 from .worker import ChannelWriter as ChannelWriter
 from .worker import FunctionRef as FunctionRef
+from .worker import TriggerBinding as TriggerBinding
+from .worker import TriggerError as TriggerError
+from .worker import TriggerHandler as TriggerHandler
+from .worker import TriggerRef as TriggerRef
+from .worker import TriggerTypeRef as TriggerTypeRef
 from .worker import Worker as Worker
 from .worker import connect_worker as connect_worker
+from .worker import receive_file as receive_file
+from .worker import send_file as send_file
 
 __all__ = [
     "Channel",
@@ -63,10 +70,17 @@ __all__ = [
     "RegistrationRejected",
     "RemoteProtocolError",
     "StreamChannelRef",
+    "TriggerBinding",
+    "TriggerError",
+    "TriggerHandler",
+    "TriggerRef",
+    "TriggerTypeRef",
     "Worker",
     "WorkerDisconnected",
     "__version__",
     "connect_worker",
     "open_engine",
+    "receive_file",
+    "send_file",
     "serve_engine",
 ]

@@ -4,6 +4,7 @@ C masking, coalesced writes, no per-message task hops."""
 
 from __future__ import annotations
 
+from ._client import Dialer as Dialer
 from ._client import connect_websocket as connect_websocket
 from ._connection import ConnectionClosed as ConnectionClosed
 from ._connection import WebSocket as WebSocket

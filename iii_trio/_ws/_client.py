@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import ssl
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Final
 
 import h11
@@ -22,6 +22,10 @@ from ._handshake import (
 #: Seconds for TCP connect plus the opening handshake.
 CONNECT_TIMEOUT: Final = 10.0
 
+Dialer = Callable[[], Awaitable[trio.abc.Stream]]
+"""Opens the transport for a connection instead of TCP (e.g. an in-memory stream to an
+embedded engine, see :meth:`iii_trio.Engine.connect_in_memory`)."""
+
 
 async def connect_websocket(
     url: str,
@@ -30,6 +34,7 @@ async def connect_websocket(
     max_message_size: int,
     connect_timeout: float = CONNECT_TIMEOUT,
     ssl_context: ssl.SSLContext | None = None,
+    dialer: Dialer | None = None,
 ) -> WebSocket:
     """Connect and complete the opening handshake.
 
@@ -43,7 +48,9 @@ async def connect_websocket(
     target = parse_ws_url(url)
     with trio.fail_after(connect_timeout):
         stream: trio.abc.Stream
-        if target.secure:
+        if dialer is not None:
+            stream = await dialer()
+        elif target.secure:
             stream = await trio.open_ssl_over_tcp_stream(
                 target.host, target.port, ssl_context=ssl_context or ssl.create_default_context()
             )

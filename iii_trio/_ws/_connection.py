@@ -181,6 +181,8 @@ class WebSocket:
         self._reader.feed(data)
 
     async def _on_peer_close(self, code: int, reason: str) -> None:
+        if self.close_info is None:
+            self.close_info = (code, reason)
         if self._state is _State.OPEN:
             # Echo the peer's code, as RFC 6455 section 5.5.1 asks.
             echo = NORMAL_CLOSURE if code == NO_STATUS else code
@@ -214,6 +216,12 @@ class WebSocket:
                     await self._send_frames(
                         [encode_frame(Opcode.CLOSE, close_payload(code, reason), mask=self._is_client)]
                     )
+                    # Half-close (a lingering close): RFC 6455 clients wait for the server's
+                    # TCP close after the close handshake, so without our FIN both sides
+                    # would sit out FAIL_LINGER.
+                    if isinstance(self._stream, trio.abc.HalfCloseableStream):
+                        async with self._send_lock:
+                            await self._stream.send_eof()
                     while await self._stream.receive_some(self._receive_size):
                         pass
                 except trio.BrokenResourceError:
@@ -274,7 +282,10 @@ class WebSocket:
             except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
                 sent = True  # not a cancellation: nothing half-written to worry about
                 await self._lost()
-                raise ConnectionClosed(ABNORMAL_CLOSURE, "connection lost") from exc
+                # If the peer's Close arrived meanwhile (another task is receiving), report
+                # that rather than the dropped socket it led to.
+                assert self.close_info is not None
+                raise ConnectionClosed(*self.close_info) from exc
             finally:
                 if not sent:
                     # Cancelled (or failed) part-way through a frame: the byte stream is
@@ -325,6 +336,17 @@ class WebSocket:
                     return
         finally:
             self._receiving = False
+
+    async def wait_writable(self) -> None:
+        """Wait until the transport can probably take more bytes.
+
+        Raises:
+            ConnectionClosed, trio.ClosedResourceError: as :meth:`send`.
+        """
+        async with self._send_lock:
+            if self._state is _State.CLOSED:
+                self._raise_closed()
+            await self._stream.wait_send_all_might_not_block()
 
     async def abort(self) -> None:
         """Drop the transport without a close handshake (the peer sees 1006)."""

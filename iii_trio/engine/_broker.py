@@ -45,6 +45,7 @@ from .._ws._frames import ABNORMAL_CLOSURE, NO_STATUS, NORMAL_CLOSURE
 from ..protocol import JSON
 from ..protocol._channel_codes import (
     CHANNEL_EXPIRED,
+    ENGINE_SHUTDOWN,
     CLEAN_EOF,
     READER_CLOSED,
     READER_LOST,
@@ -137,6 +138,13 @@ class BrokeredChannel:
         if self.writer_scope is not None:
             self.writer_scope.cancel()
         self.notify()
+
+
+async def _goodbye(ws: WebSocket) -> None:
+    """The engine is stopping under this end: tell its peer (1001) rather than vanish."""
+    if not ws.closed:
+        with trio.CancelScope(shield=True), trio.move_on_after(1):
+            await ws.close(ENGINE_SHUTDOWN, "engine shutting down")
 
 
 def _writer_end(exc: ConnectionClosed) -> tuple[int, str]:
@@ -278,7 +286,8 @@ class ChannelBroker:
             await ws.close(code, reason)
         finally:
             if channel.writer_end is None:
-                channel.writer_end = (WRITER_LOST, "engine stopped serving the writer")
+                channel.writer_end = (ENGINE_SHUTDOWN, "engine shutting down")
+                await _goodbye(ws)
             channel.writer_running = False
             channel.notify()
             self._maybe_remove(channel)
@@ -287,15 +296,19 @@ class ChannelBroker:
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._watch_reader, channel, ws, nursery.cancel_scope)
-                await self._pump_to_reader(channel, ws)
-                nursery.cancel_scope.cancel()
+                if await self._pump_to_reader(channel, ws):
+                    nursery.cancel_scope.cancel()
+                # Otherwise the reader's socket failed under the pump; the watcher sees why
+                # (a Close with a code, or a dropped connection) and ends the nursery.
         finally:
             if not channel.delivered and channel.reader_end is None:
-                channel.stop_writer(READER_LOST, "engine stopped serving the reader")
+                channel.stop_writer(ENGINE_SHUTDOWN, "engine shutting down")
+                await _goodbye(ws)
             channel.reader_running = False
             self._maybe_remove(channel)
 
-    async def _pump_to_reader(self, channel: BrokeredChannel, ws: WebSocket) -> None:
+    async def _pump_to_reader(self, channel: BrokeredChannel, ws: WebSocket) -> bool:
+        """Send buffered frames, then the writer's end; True once the end was delivered."""
         try:
             while channel.reader_end is None:
                 if channel.buffer:
@@ -306,11 +319,12 @@ class ChannelBroker:
                     code, reason = channel.writer_end
                     channel.delivered = True
                     await ws.close(code, reason)
-                    return
+                    return True
                 else:
                     await channel.wait_changed()
-        except ConnectionClosed:
-            return  # the watcher records why
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass  # the reader closed or vanished
+        return False
 
     async def _watch_reader(
         self, channel: BrokeredChannel, ws: WebSocket, scope: trio.CancelScope

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Final
 
-from .._errors import INVALID_PAYLOAD, LIMIT_EXCEEDED
+from .._errors import ENGINE_SHUTDOWN, INVALID_PAYLOAD, LIMIT_EXCEEDED
 from ..protocol import JSON
 from ._broker import ChannelLimitExceeded
 from ._registry import DEFAULT_NAMESPACE, RESERVED_PREFIX
@@ -135,6 +135,8 @@ def channels_create(engine: Engine, caller: WorkerConnection, data: JSON) -> JSO
     payload = _payload(data)
     buffer_size = _opt(payload, "buffer_size", int, "an integer or null")
     assert buffer_size is None or isinstance(buffer_size, int)
+    if engine.shutting_down:
+        raise BuiltinError(ENGINE_SHUTDOWN, "the engine is shutting down")
     try:
         return engine.broker.create(caller.worker_id, buffer_size)  # type: ignore[return-value]
     except ChannelLimitExceeded as exc:
@@ -146,6 +148,22 @@ def channels_list(engine: Engine, caller: WorkerConnection, data: JSON) -> JSON:
     return {"channels": engine.broker.describe()}
 
 
+def triggers_list(engine: Engine, caller: WorkerConnection, data: JSON) -> JSON:
+    return engine.triggers.list_types(caller, data)
+
+
+def registered_triggers_list(engine: Engine, caller: WorkerConnection, data: JSON) -> JSON:
+    return engine.triggers.list_bindings(caller, data)
+
+
+def register_trigger(engine: Engine, caller: WorkerConnection, data: JSON) -> JSON:
+    return engine.triggers.register_durable(caller, data)
+
+
+def unregister_trigger(engine: Engine, caller: WorkerConnection, data: JSON) -> JSON:
+    return engine.triggers.unregister_durable(caller, data)
+
+
 Builtin = Callable[["Engine", "WorkerConnection", JSON], JSON]
 
 BUILTINS: Final[dict[str, Builtin]] = {
@@ -154,5 +172,9 @@ BUILTINS: Final[dict[str, Builtin]] = {
     "engine::workers::list": workers_list,
     "engine::channels::create": channels_create,
     "engine::channels::list": channels_list,
+    "engine::triggers::list": triggers_list,
+    "engine::registered-triggers::list": registered_triggers_list,
+    "engine::register_trigger": register_trigger,
+    "engine::unregister_trigger": unregister_trigger,
 }
 assert all(name.startswith(RESERVED_PREFIX) for name in BUILTINS)

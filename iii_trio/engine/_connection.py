@@ -52,6 +52,8 @@ OUTBOX_SIZE: Final = 512
 #: Messages written per socket write at most.
 _BATCH: Final = 256
 _TELEMETRY_PREFIXES: Final = (b"OTLP", b"MTRC", b"LOGS")
+#: Seconds a stopping engine spends flushing and closing one connection.
+_GOODBYE_TIMEOUT: Final = 2.0
 
 
 class SendFailed(Exception):
@@ -73,6 +75,12 @@ class WorkerConnection:
         self.connected_at_ms = int(time.time() * 1000)
         self.bad_messages = 0
         self._outbox_send, self._outbox_receive = trio.open_memory_channel[str](OUTBOX_SIZE)
+        self._read_scope = trio.CancelScope()
+
+    def stop(self) -> None:
+        """Stop reading from this worker; queued messages are still delivered, then the
+        connection closes with 1001."""
+        self._read_scope.cancel()
 
     @property
     def name(self) -> str:
@@ -116,19 +124,40 @@ class WorkerConnection:
             self.post(WorkerRegistered(worker_id=self.worker_id, reattach_token=self.reattach_token))
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._write_loop, ws)
-                try:
-                    await self._read_loop(ws)
-                except ConnectionClosed as exc:
-                    reason = f"{exc.code} {exc.reason}".strip()
-                nursery.cancel_scope.cancel()
+                with self._read_scope:
+                    try:
+                        await self._read_loop(ws)
+                    except ConnectionClosed as exc:
+                        reason = f"{exc.code} {exc.reason}".strip()
+                if self._read_scope.cancelled_caught:
+                    # stop(): let the writer deliver everything queued, then say goodbye.
+                    self._outbox_send.close()
+                else:
+                    nursery.cancel_scope.cancel()
         finally:
-            self._outbox_receive.close()
             engine.forget_worker(self)
-            logger.info("worker %s (%s) disconnected: %s", self.worker_id, self.name, reason)
             if not ws.closed:
-                with trio.move_on_after(1) as scope:
-                    scope.shield = True
+                # The engine is stopping (we were cancelled): deliver what is already queued
+                # for this worker, then say goodbye with 1001.
+                with trio.CancelScope(shield=True), trio.move_on_after(_GOODBYE_TIMEOUT):
+                    await self._flush(ws)
                     await ws.close(1001, "engine shutting down")
+                reason = "engine shutting down"
+            self._outbox_receive.close()
+            logger.info("worker %s (%s) disconnected: %s", self.worker_id, self.name, reason)
+
+    async def _flush(self, ws: WebSocket) -> None:
+        batch: list[str] = []
+        while True:
+            try:
+                batch.append(self._outbox_receive.receive_nowait())
+            except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
+                break
+        if batch:
+            try:
+                await ws.send_many(batch)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                pass  # the worker is gone already
 
     async def _write_loop(self, ws: WebSocket) -> None:
         receive = self._outbox_receive
@@ -138,7 +167,7 @@ class WorkerConnection:
                 while len(batch) < _BATCH:
                     try:
                         batch.append(receive.receive_nowait())
-                    except trio.WouldBlock:
+                    except (trio.WouldBlock, trio.EndOfChannel):
                         break
                 await ws.send_many(batch)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
@@ -294,6 +323,9 @@ class WorkerConnection:
             await self._reply_error(
                 msg, codes.ENQUEUE_ERROR, "iii_trio has no queue worker; enqueue is not supported"
             )
+            return
+        if engine.shutting_down:
+            await self._reply_error(msg, codes.ENGINE_SHUTDOWN, "the engine is shutting down")
             return
         builtin = BUILTINS.get(function_id) if function_id.startswith(RESERVED_PREFIX) else None
         if builtin is not None:

@@ -7,21 +7,35 @@ import logging
 import math
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Any, final
+from functools import partial
+from typing import Any, Final, final
 
 import attrs
 import trio
+import trio.testing
 
 from .. import _errors as codes
-from .._ws import Accept, ConnectionClosed, HandshakeRequest, Reject, WebSocket, serve_websockets
+from .._ws import (
+    Accept,
+    ConnectionClosed,
+    HandshakeRequest,
+    Reject,
+    WebSocket,
+    handle_connection,
+    serve_websockets,
+)
 from ..protocol import ErrorBody, InvocationResult, Message
 from ._broker import CHANNEL_PATH, ChannelBroker
 from ._config import EngineConfig
 from ._connection import WorkerConnection
 from ._invocations import Invocation, InvocationTable
 from ._registry import DEFAULT_NAMESPACE, FunctionRegistry
+from ._triggers import TriggerRouter
 
 logger = logging.getLogger("iii_trio.engine")
+
+#: Seconds a stopping engine gives its connections to deliver what is queued and close.
+_GOODBYE_TIMEOUT: Final = 2.0
 
 
 @attrs.frozen(kw_only=True)
@@ -48,12 +62,18 @@ class Engine:
         self.invocations = InvocationTable()
         self.broker = ChannelBroker(self.config, on_change=self.notify)
         self.workers: dict[str, WorkerConnection] = {}
+        #: Trigger types and bindings (``triggers.table`` is the bookkeeping).
+        self.triggers = TriggerRouter(self)
         self._nursery: trio.Nursery | None = None
         self._function_waiters: dict[tuple[str, str], trio.Event] = {}
         self._reaper_wakeup = trio.Event()
         self._reaper_until = math.inf
         self.url = ""
         self.port = 0
+        #: True once :meth:`shutdown` started: new calls and channels are refused.
+        self.shutting_down = False
+        self._accept_scope = trio.CancelScope()
+        self._stop_scope: trio.CancelScope | None = None
         self._change: trio.Event | None = None
 
     # --- running ---------------------------------------------------------------------------
@@ -73,17 +93,73 @@ class Engine:
             self.url = f"ws://{host}:{self.port}"
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
+                self._stop_scope = nursery.cancel_scope
                 nursery.start_soon(self._reap_deadlines)
                 nursery.start_soon(self.broker.run)
-                nursery.start_soon(
-                    partial_serve(self._route, listeners, nursery, config.handshake_timeout)
-                )
+                nursery.start_soon(self._accept, listeners, nursery)
                 logger.info("engine listening on %s", self.url)
                 task_status.started(self)
         finally:
             self._nursery = None
             for listener in listeners:
                 await trio.aclose_forcefully(listener)
+
+    async def _accept(self, listeners: list[trio.SocketListener], nursery: trio.Nursery) -> None:
+        with self._accept_scope:
+            await serve_websockets(
+                self._route,
+                listeners,
+                handler_nursery=nursery,
+                handshake_timeout=self.config.handshake_timeout,
+            )
+
+    async def shutdown(self, timeout: float | None = None) -> None:
+        """Stop gracefully: refuse new connections, calls and channels; wait up to
+        ``timeout`` seconds (default ``config.shutdown_timeout``) for invocations in flight
+        to finish; then close every connection with 1001 ("going away") and stop.
+
+        Calls still unanswered at the deadline fail with ``invocation_stopped``; channels
+        still streaming end with close code 1001 on both sides.
+        """
+        if self._nursery is None:
+            await trio.lowlevel.checkpoint()
+            return
+        self.shutting_down = True
+        self.notify()
+        self._accept_scope.cancel()
+        logger.info("engine shutting down: %d invocations in flight", len(self.invocations))
+        with trio.move_on_after(self.config.shutdown_timeout if timeout is None else timeout):
+            await self.wait_until(lambda e: len(e.invocations) == 0)
+        for inv in self.invocations.all():
+            self._tell_caller(inv, codes.INVOCATION_STOPPED, "the engine is shutting down")
+        # Each connection delivers what is queued for it (these answers included), then
+        # closes with 1001; channel sockets get 1001 when the rest is cancelled.
+        for conn in list(self.workers.values()):
+            conn.stop()
+        with trio.move_on_after(_GOODBYE_TIMEOUT):
+            await self.wait_until(lambda e: not e.workers)
+        assert self._stop_scope is not None
+        self._stop_scope.cancel()
+
+    async def connect_in_memory(self, *, lockstep: bool = False) -> trio.abc.Stream:
+        """A client transport to this engine that never touches a socket (for workers in the
+        same process: pass ``dialer=engine.connect_in_memory`` to :func:`connect_worker`).
+
+        ``lockstep=True`` gives a transport with no buffering at all, where every write
+        waits for the engine to read it (see ``trio.testing.lockstep_stream_pair``).
+
+        Raises:
+            RuntimeError: the engine is not running.
+        """
+        if self._nursery is None:
+            raise RuntimeError("the engine is not running")
+        make = trio.testing.lockstep_stream_pair if lockstep else trio.testing.memory_stream_pair
+        client, server = make()
+        self._nursery.start_soon(
+            partial(handle_connection, server, self._route, handshake_timeout=self.config.handshake_timeout)
+        )
+        await trio.lowlevel.checkpoint()
+        return client
 
     def spawn(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> None:
         """Run ``fn(*args)`` in the engine's nursery."""
@@ -160,12 +236,14 @@ class Engine:
     # --- worker lifecycle --------------------------------------------------------------------
 
     def forget_worker(self, conn: WorkerConnection) -> None:
-        """A connection ended: drop its functions; fail the calls it was running."""
+        """A connection ended: drop its functions and trigger bindings (telling providers);
+        park the bindings it provided; fail the calls it was running."""
         if self.workers.get(conn.worker_id) is conn:
             del self.workers[conn.worker_id]
         self.notify()
         for entry in self.registry.remove_worker(conn.worker_id):
             logger.info("function %s gone with worker %s", entry.function_id, conn.worker_id)
+        self.triggers.forget_worker(conn.worker_id)
         for inv in self.invocations.remove_worker(conn.worker_id):
             if inv.executor == conn.worker_id and inv.caller != conn.worker_id:
                 self._tell_caller(
@@ -183,7 +261,10 @@ class Engine:
         )
 
     async def on_peripheral(self, conn: WorkerConnection, msg: Message) -> None:
-        """Trigger types, bindings and services: accepted and ignored for now."""
+        """Trigger types and bindings go to :attr:`triggers`; services are accepted and
+        ignored."""
+        if await self.triggers.handle(conn, msg):
+            return
         logger.debug("ignored %s from worker %s", type(msg).__name__, conn.worker_id)
 
     # --- waiting and introspection -----------------------------------------------------------
@@ -225,20 +306,6 @@ class Engine:
             channels=len(self.broker.channels),
             channels_finished=self.broker.finished,
         )
-
-
-def partial_serve(
-    router: Callable[[HandshakeRequest, str], Accept | Reject],
-    listeners: list[trio.SocketListener],
-    nursery: trio.Nursery,
-    handshake_timeout: float,
-) -> Callable[[], Awaitable[None]]:
-    async def serve() -> None:
-        await serve_websockets(
-            router, listeners, handler_nursery=nursery, handshake_timeout=handshake_timeout
-        )
-
-    return serve
 
 
 async def _drain_telemetry(ws: WebSocket) -> None:

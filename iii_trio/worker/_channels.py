@@ -31,7 +31,7 @@ from urllib.parse import quote, urlsplit
 import attrs
 import trio
 
-from .._ws import ConnectionClosed, HandshakeError, WebSocket, connect_websocket
+from .._ws import ConnectionClosed, Dialer, HandshakeError, WebSocket, connect_websocket
 from .._ws._frames import NO_STATUS, NORMAL_CLOSURE
 from ..protocol import StreamChannelRef
 from ..protocol._channel_codes import READER_CLOSED, WRITER_ABORTED
@@ -50,6 +50,8 @@ MESSAGE_BACKLOG: Final = 10_000
 #: Seconds ``aclose`` may spend connecting just to deliver an end-of-stream.
 CLOSE_CONNECT_TIMEOUT: Final = 10.0
 _SEND_BATCH: Final = 4  # frames per socket write batch
+#: Seconds a reader's pump spends on a close handshake when its owner is going away.
+_LATE_CLOSE_TIMEOUT: Final = 2.0
 
 MessageCallback = Callable[[str], Awaitable[None] | None]
 
@@ -60,6 +62,7 @@ class ChannelEndpoint:
 
     url: str
     headers: tuple[tuple[str, str], ...] = ()
+    dialer: Dialer | None = None
 
     def url_for(self, ref: StreamChannelRef) -> str:
         parts = urlsplit(self.url)
@@ -72,7 +75,7 @@ class ChannelEndpoint:
         """Raises: ChannelRefused, OSError, trio.TooSlowError."""
         try:
             return await connect_websocket(
-                self.url_for(ref), headers=self.headers, max_message_size=MAX_FRAME
+                self.url_for(ref), headers=self.headers, max_message_size=MAX_FRAME, dialer=self.dialer
             )
         except HandshakeError as exc:
             raise ChannelRefused(exc.status, str(exc)) from exc
@@ -133,6 +136,8 @@ class ChannelWriter(trio.abc.SendStream):
         self._closed = False
         self._error: ChannelBroken | None = None
         self._attach_on_close = attach_on_close
+        self._changed = trio.Event()
+        self._sending = False
         self.bytes_sent = 0
 
     async def _socket(self) -> WebSocket:
@@ -161,7 +166,13 @@ class ChannelWriter(trio.abc.SendStream):
                 self._error = channel_error(exc.code, exc.reason)
                 logger.debug("writer of channel %s stopped: %s", self.ref.channel_id, self._error)
         except trio.ClosedResourceError:
-            return  # we closed it
+            pass  # we closed it
+        finally:
+            self._wake()
+
+    def _wake(self) -> None:
+        self._changed.set()
+        self._changed = trio.Event()
 
     def _check(self) -> None:
         if self._closed:
@@ -169,7 +180,9 @@ class ChannelWriter(trio.abc.SendStream):
         if self._error is not None:
             raise self._error
 
-    def _failed(self, exc: BaseException) -> ChannelBroken:
+    def _failed(self, exc: BaseException) -> BaseException:
+        if self._closed:
+            return trio.ClosedResourceError("this channel writer was closed")
         if self._error is None:
             code, reason = (exc.code, exc.reason) if isinstance(exc, ConnectionClosed) else (1006, str(exc))
             self._error = channel_error(code, reason)
@@ -177,6 +190,9 @@ class ChannelWriter(trio.abc.SendStream):
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         """Send ``data`` as one or more binary frames.
+
+        Cancelling it part-way breaks the channel: the reader then sees an error, never a
+        clean end (it cannot know how much arrived).
 
         Raises:
             ChannelReaderClosed: the reader closed its end (a ``trio.BrokenResourceError``).
@@ -192,28 +208,52 @@ class ChannelWriter(trio.abc.SendStream):
                 await trio.lowlevel.checkpoint()
                 return
             ws = await self._socket()
+            self._check()
             chunk = self._chunk
             frames = [view[i : i + chunk] for i in range(0, len(view), chunk)]
+            self._sending = True
             try:
                 for start in range(0, len(frames), _SEND_BATCH):
                     await ws.send_many(frames[start : start + _SEND_BATCH])
             except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-                if self._closed:
-                    raise trio.ClosedResourceError("this channel writer was closed") from exc
                 raise self._failed(exc) from exc
+            finally:
+                self._sending = False
             self.bytes_sent += len(view)
 
     write = send_all
 
     async def wait_send_all_might_not_block(self) -> None:
-        """Return when ``send_all`` might not block (a checkpoint; TCP decides the rest).
+        """Wait until the socket can take more data (or the writer is closed or broken).
 
         Raises:
             trio.ClosedResourceError: this writer was closed.
             ChannelBroken: the channel broke.
+            trio.BusyResourceError: another task is sending or waiting on this writer.
         """
-        self._check()
-        await trio.lowlevel.checkpoint()
+        with self._guard:
+            self._check()
+            ws = self._ws
+            if ws is None:
+                await trio.lowlevel.checkpoint()
+                return
+            changed = self._changed
+            async with trio.open_nursery() as nursery:
+
+                async def until_writable() -> None:
+                    try:
+                        await ws.wait_writable()
+                    except (trio.BrokenResourceError, trio.ClosedResourceError):
+                        pass  # reported by _check below
+                    nursery.cancel_scope.cancel()
+
+                async def until_changed() -> None:
+                    await changed.wait()
+                    nursery.cancel_scope.cancel()
+
+                nursery.start_soon(until_writable)
+                nursery.start_soon(until_changed)
+            self._check()
 
     async def send_message(self, text: str) -> None:
         """Send a text message, ordered with the data around it.
@@ -233,8 +273,10 @@ class ChannelWriter(trio.abc.SendStream):
     async def aclose(self) -> None:
         """End the stream cleanly: the reader gets every byte, then ``b""``.
 
-        Connects first if nothing was sent yet, so an empty stream still ends. If cancelled,
-        the connection is dropped and the reader sees a lost writer, never a clean end.
+        Connects first if nothing was sent yet, so an empty stream still ends. If a
+        ``send_all`` is blocked in another task, the connection is dropped instead (that
+        ``send_all`` raises ``ClosedResourceError``) and the reader sees a lost writer, never
+        a clean end. If ``aclose`` itself is cancelled, the close finishes in the background.
         """
         await self._finish(NORMAL_CLOSURE, "")
 
@@ -256,23 +298,41 @@ class ChannelWriter(trio.abc.SendStream):
             await trio.lowlevel.checkpoint()
             return
         self._closed = True
-        ws = self._ws
+        self._wake()
+        if self._sending:
+            # Data is half-way out: the byte stream has no clean end. Drop the connection,
+            # which also wakes the blocked send_all.
+            assert self._ws is not None
+            await self._ws.abort()
+            return
         try:
-            if ws is None and self._error is None and self._attach_on_close:
-                with trio.move_on_after(CLOSE_CONNECT_TIMEOUT):
-                    try:
-                        ws = await self._socket()
-                    except (ChannelBroken, trio.BrokenResourceError) as exc:
-                        logger.warning(
-                            "could not deliver the end of channel %s: %s", self.ref.channel_id, exc
-                        )
-            if ws is not None:
-                await ws.close(code, reason)
-        finally:
-            if ws is not None and not ws.closed:
-                await ws.abort()
-            if ws is None:
-                await trio.lowlevel.cancel_shielded_checkpoint()
+            await self._close_socket(code, reason)
+        except trio.Cancelled:
+            # A connected socket was dropped (the reader sees a lost writer). One that never
+            # attached would leave the reader waiting: attach and close in the background.
+            if self._ws is None and self._attach_on_close and self._error is None:
+                _spawn(self._nursery, self._close_socket, code, reason)
+            raise
+
+    async def _close_socket(self, code: int, reason: str) -> None:
+        ws = self._ws
+        if ws is None and self._error is None and self._attach_on_close:
+            with trio.move_on_after(CLOSE_CONNECT_TIMEOUT):
+                try:
+                    ws = await self._socket()
+                except trio.BrokenResourceError as exc:
+                    logger.warning(
+                        "could not deliver the end of channel %s: %s", self.ref.channel_id, exc
+                    )
+        if ws is not None:
+            await ws.close(code, reason)
+
+
+def _spawn(nursery: trio.Nursery, fn: Callable[..., Awaitable[object]], *args: object) -> None:
+    try:
+        nursery.start_soon(fn, *args)
+    except RuntimeError:  # the owning nursery has closed: nobody is left to do it
+        logger.debug("could not finish closing a channel end: its owner is gone")
 
 
 @final
@@ -309,7 +369,10 @@ class ChannelReader(trio.abc.ReceiveStream):
         self._backlog: list[str] = []
         self._guard = _Guard("receiving on this channel reader")
         self._closed = False
+        self._close_with: tuple[int, str] = (1001, "reader went away")
         self._attach_on_close = attach_on_close
+        self._pump_scope: trio.CancelScope | None = None
+        self._pump_done = trio.Event()
         self.bytes_received = 0
 
     # --- the pump ------------------------------------------------------------------------
@@ -320,28 +383,41 @@ class ChannelReader(trio.abc.ReceiveStream):
             self._nursery.start_soon(self._pump)
 
     async def _pump(self) -> None:
-        async with self._send:
-            try:
-                ws = await self._endpoint.connect(self.ref)
-            except ChannelRefused as exc:
-                self._error = exc
-                return
-            except (OSError, trio.TooSlowError) as exc:
-                self._error = trio.BrokenResourceError(f"cannot reach the engine: {exc}")
-                return
-            finally:
-                self._connected.set()
-            self._ws = ws
-            try:
-                while True:
-                    item = await ws.receive()
-                    await self._send.send(item)
-            except ConnectionClosed as exc:
-                self._end = (exc.code, exc.reason)
-                if not _is_clean(exc.code):
-                    self._error = channel_error(exc.code, exc.reason)
-            except (trio.ClosedResourceError, trio.BrokenResourceError):
-                return  # we closed the socket or the reader
+        try:
+            async with self._send:
+                try:
+                    ws = await self._endpoint.connect(self.ref)
+                except ChannelRefused as exc:
+                    self._error = exc
+                    return
+                except (OSError, trio.TooSlowError) as exc:
+                    self._error = trio.BrokenResourceError(f"cannot reach the engine: {exc}")
+                    return
+                self._ws = ws
+                try:
+                    with trio.CancelScope() as self._pump_scope:
+                        while not self._closed:
+                            item = await ws.receive()
+                            await self._send.send(item)
+                except ConnectionClosed as exc:
+                    self._end = (exc.code, exc.reason)
+                    if not _is_clean(exc.code):
+                        self._error = channel_error(exc.code, exc.reason)
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    pass  # this reader was closed while a frame was on its way to it
+                finally:
+                    if not ws.closed:
+                        code, reason = self._close_with
+                        with trio.CancelScope(shield=True), trio.move_on_after(_LATE_CLOSE_TIMEOUT):
+                            await ws.close(code, reason)
+                        await ws.abort()
+        finally:
+            if self._end is None and self._error is None and not self._closed:
+                # Cancelled from outside (the worker or scope owning this reader closed):
+                # the stream did not end, so it must not look like it did.
+                self._error = ChannelBroken(1001, "the scope owning this channel reader closed")
+            self._connected.set()
+            self._pump_done.set()
 
     # --- receiving -----------------------------------------------------------------------
 
@@ -490,21 +566,32 @@ class ChannelReader(trio.abc.ReceiveStream):
             await trio.lowlevel.checkpoint()
             return
         self._closed = True
+        self._close_with = (code, reason)
         self._items.close()  # wakes a task blocked in receive with ClosedResourceError
+        if self._end is not None or not (self._started or self._attach_on_close):
+            await trio.lowlevel.checkpoint()
+            return
+        if not self._started:
+            # Never used: attach only to tell the writer that nobody will read.
+            self._started = True
+            try:
+                await self._attach_and_close(code, reason)
+            except trio.Cancelled:
+                _spawn(self._nursery, self._attach_and_close, code, reason)
+                raise
+            return
+        if self._pump_scope is not None:
+            self._pump_scope.cancel()
+        # The pump closes the socket; if we are cancelled here it still does, in the background.
+        await self._pump_done.wait()
+
+    async def _attach_and_close(self, code: int, reason: str) -> None:
         try:
-            if self._end is None and (self._started or self._attach_on_close):
-                self._start()
-                with trio.move_on_after(CLOSE_CONNECT_TIMEOUT):
-                    await self._connected.wait()
-                ws = self._ws
-                if ws is not None:
-                    await ws.close(code, reason)
-            else:
-                await trio.lowlevel.checkpoint()
-        finally:
-            ws = self._ws
-            if ws is not None and not ws.closed:
-                await ws.abort()
+            with trio.move_on_after(CLOSE_CONNECT_TIMEOUT):
+                ws = await self._endpoint.connect(self.ref)
+                await ws.close(code, reason)
+        except (trio.BrokenResourceError, OSError, trio.TooSlowError) as exc:
+            logger.warning("could not tell the writer of channel %s: %s", self.ref.channel_id, exc)
 
 
 @attrs.frozen

@@ -35,7 +35,7 @@ from .._errors import (
     invocation_error,
 )
 from .._version import __version__
-from .._ws import ConnectionClosed, HandshakeError, WebSocket, connect_websocket
+from .._ws import ConnectionClosed, Dialer, HandshakeError, WebSocket, connect_websocket
 from ..protocol import (
     JSON,
     Action,
@@ -59,6 +59,7 @@ from ..protocol import (
 from ._channels import Channel, ChannelEndpoint, ChannelReader, ChannelWriter
 from ._functions import FunctionSpec, Handler, make_spec
 from ._refs import contains_ref, payload_to_json, replace_refs
+from ._triggers import TriggerHandler, TriggerRef, TriggerTypeRef, WorkerTriggers
 
 logger = logging.getLogger("iii_trio.worker")
 
@@ -106,6 +107,16 @@ class _Session:
         self._outbox_send, self._outbox_receive = trio.open_memory_channel[str](_OUTBOX)
         self.nursery: trio.Nursery | None = None
 
+    def post(self, msg: Message) -> bool:
+        """Queue ``msg`` without waiting; False if the outbox is full (or closed)."""
+        try:
+            self._outbox_send.send_nowait(encode(msg))
+        except trio.WouldBlock:
+            return False
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            return True  # the connection is gone: replayed on the next one
+        return True
+
     async def send(self, msg: Message) -> None:
         """Raises: WorkerDisconnected (the connection is gone), LocalProtocolError."""
         text = encode(msg)
@@ -133,8 +144,15 @@ class _Session:
                         action=ActionVoid(),
                     )
                 )
+                # As iii's SDKs do: trigger types, then functions, then bindings.
+                triggers = worker._triggers
+                for message in triggers.attach(self, nursery):
+                    await self.send(message)
                 for spec in list(worker.functions.values()):
                     await self.send(spec.message)
+                for message in triggers.replay_bindings():
+                    await self.send(message)
+                triggers.replayed(self)
                 task_status.started()
                 try:
                     await self._read_loop()
@@ -157,7 +175,7 @@ class _Session:
                 while len(batch) < _BATCH:
                     try:
                         batch.append(receive.receive_nowait())
-                    except trio.WouldBlock:
+                    except (trio.WouldBlock, trio.EndOfChannel):
                         break
                 await self.ws.send_many(batch)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
@@ -250,6 +268,7 @@ class Worker:
         headers: Mapping[str, str] | None = None,
         reconnect: bool = True,
         invocation_timeout: float = INVOCATION_TIMEOUT,
+        dialer: Dialer | None = None,
     ) -> None:
         self.url = url
         self.name = name or f"{socket.gethostname()}:{os.getpid()}"
@@ -260,7 +279,8 @@ class Worker:
         if token:
             header_list.append(("Authorization", f"Bearer {token}"))
         self._headers = tuple(header_list)
-        self.channels = ChannelEndpoint(url, self._headers)
+        self._dialer = dialer
+        self.channels = ChannelEndpoint(url, self._headers, dialer)
         self.functions: dict[str, FunctionSpec] = {}
         #: Registrations the engine refused, by function id.
         self.rejections: dict[str, RegistrationRejected] = {}
@@ -273,6 +293,7 @@ class Worker:
         self._nursery: trio.Nursery | None = None
         self._closing = False
         self.connections = 0
+        self._triggers = WorkerTriggers(self)
 
     # --- registration ----------------------------------------------------------------------
 
@@ -324,8 +345,12 @@ class Worker:
             self._post(UnregisterFunction(id=function_id))
 
     def _post(self, msg: Message) -> None:
+        """Queue ``msg`` now, in order with everything sent after it (so a trigger made right
+        after ``register_function`` reaches the engine after the registration)."""
         session = self._session
-        if session is not None and self._nursery is not None:
+        if session is None or self._nursery is None:
+            return  # replayed on the next connection
+        if not session.post(msg):
             self._nursery.start_soon(self._send_quietly, session, msg)
 
     async def _send_quietly(self, session: _Session, msg: Message) -> None:
@@ -353,7 +378,85 @@ class Worker:
         await trio.lowlevel.checkpoint()
         return self.rejections[function_id]
 
+    # --- triggers --------------------------------------------------------------------------
+
+    def register_trigger_type(
+        self,
+        trigger_type: str | Mapping[str, Any],
+        handler: TriggerHandler,
+        *,
+        description: str = "",
+        trigger_request_format: JSON = None,
+        call_request_format: JSON = None,
+    ) -> TriggerTypeRef:
+        """Provide the trigger type ``trigger_type``: the engine delivers every binding of it
+        to ``handler.register_trigger(binding)`` and calls ``handler.unregister_trigger(binding)``
+        when the binding goes (see :class:`TriggerBinding`: it owns a nursery for the binding's
+        work, cancelled when the binding goes, and :meth:`TriggerBinding.fire` calls the bound
+        function). If ``register_trigger`` raises, the binder is told.
+
+        Also takes iii's input form ``{"id", "description", "trigger_request_format",
+        "call_request_format"}``. Replayed on every reconnect; re-registering an id replaces
+        the handler for bindings delivered from then on.
+
+        Raises:
+            TypeError: ``handler`` lacks ``register_trigger`` / ``unregister_trigger``.
+            ValueError: the id is empty.
+            LocalProtocolError: a format is not JSON-serializable.
+        """
+        return self._triggers.register_trigger_type(
+            trigger_type,
+            handler,
+            description=description,
+            trigger_request_format=trigger_request_format,
+            call_request_format=call_request_format,
+        )
+
+    def unregister_trigger_type(self, trigger_type_id: str) -> None:
+        """Stop providing ``trigger_type_id`` (no-op if not provided). Its bindings served
+        here end (work cancelled, ``unregister_trigger`` called) and wait for a provider."""
+        self._triggers.unregister_trigger_type(trigger_type_id)
+
+    def register_trigger(
+        self,
+        trigger_type: str | Mapping[str, Any],
+        function_id: str | None = None,
+        config: Any = None,
+        *,
+        metadata: JSON = None,
+        namespace: str | None = None,
+        trigger_namespace: str | None = None,
+    ) -> TriggerRef:
+        """Bind ``function_id`` to ``trigger_type`` with ``config``: the type's provider fires
+        the function when its event happens. Returns at once; if the type has no provider yet
+        the engine keeps the binding until one registers. Replayed on every reconnect; gone
+        when this worker disconnects. A provider's refusal arrives on
+        :meth:`TriggerRef.wait_failed`.
+
+        Also takes iii's input form ``{"type", "function_id", "config", "metadata"}``.
+        ``namespace`` is where ``function_id`` lives (default: this worker's);
+        ``trigger_namespace`` insists on the provider of that namespace.
+
+        Raises:
+            ValueError: the trigger type or function id is empty.
+            LocalProtocolError: ``config`` or ``metadata`` is not JSON-serializable.
+        """
+        return self._triggers.register_trigger(
+            trigger_type,
+            function_id,
+            config,
+            metadata=metadata,
+            namespace=namespace,
+            trigger_namespace=trigger_namespace,
+        )
+
+    def unregister_trigger(self, trigger_id: str) -> None:
+        """Remove a binding made by :meth:`register_trigger` (no-op if unknown)."""
+        self._triggers.unregister_trigger(trigger_id)
+
     async def on_message(self, msg: Message) -> None:
+        if await self._triggers.on_message(msg):
+            return
         logger.debug("ignored %s from the engine", type(msg).__name__)
 
     def describe(self) -> JSON:
@@ -567,7 +670,10 @@ class Worker:
             while True:
                 try:
                     ws = await connect_websocket(
-                        self.url, headers=self._headers, max_message_size=MAX_MESSAGE_SIZE
+                        self.url,
+                        headers=self._headers,
+                        max_message_size=MAX_MESSAGE_SIZE,
+                        dialer=self._dialer,
                     )
                 except (OSError, HandshakeError, trio.TooSlowError) as exc:
                     if first:
@@ -712,10 +818,13 @@ async def connect_worker(
     headers: Mapping[str, str] | None = None,
     reconnect: bool = True,
     invocation_timeout: float = INVOCATION_TIMEOUT,
+    dialer: Dialer | None = None,
 ) -> AsyncIterator[Worker]:
     """Connect a worker to an engine for the duration of the block.
 
     ``url`` defaults to ``$III_URL`` or ``ws://127.0.0.1:49134``; ``token`` to ``$III_TOKEN``.
+    ``dialer`` replaces TCP for every socket the worker opens (see
+    :meth:`iii_trio.Engine.connect_in_memory` for an engine in the same process).
     On exit the connection closes and every channel the worker owns is closed.
 
     Raises:
@@ -730,6 +839,7 @@ async def connect_worker(
         headers=headers,
         reconnect=reconnect,
         invocation_timeout=invocation_timeout,
+        dialer=dialer,
     )
     async with trio.open_nursery() as nursery:
         await nursery.start(worker.run)
