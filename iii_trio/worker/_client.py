@@ -735,6 +735,16 @@ class Worker:
                 )
                 pending.event.set()
 
+    async def sync(self, *, timeout: float | None = None) -> None:
+        """Return once the engine has processed everything this worker sent before the call
+        (one round trip on the same, ordered connection). Use it after
+        ``register_function`` before telling *other* workers to call the function.
+
+        Raises:
+            InvocationTimeout, WorkerDisconnected: as :meth:`trigger`.
+        """
+        await self.trigger("engine::functions::list", {"prefix": "\x00"}, timeout=timeout)
+
     async def wait_connected(self) -> None:
         """Return once the worker has a live connection."""
         await self._wait_session()
