@@ -20,7 +20,7 @@ import trio
 import iii_trio
 
 sys.path.insert(0, os.path.dirname(__file__))
-from _common import engine_url  # noqa: E402
+from _common import engine_url
 
 REPORT = b"id,value\n" + b"".join(f"{i},{i * i}\n".encode() for i in range(200_000))
 

@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Mapping
 
 import trio
 
 import iii_trio
 
 sys.path.insert(0, os.path.dirname(__file__))
-from _common import engine_url  # noqa: E402
+from _common import engine_url
 
 COUNT = 100_000
 
@@ -67,7 +68,7 @@ async def main(url: str) -> None:
         b = await coordinator.create_channel()
         results: dict[str, int] = {}
 
-        async def run(name: str, payload: dict[str, object]) -> None:
+        async def run(name: str, payload: Mapping[str, object]) -> None:
             results[name] = await coordinator.trigger(f"pipe::{name}", payload, timeout=60)
 
         async with trio.open_nursery() as nursery:

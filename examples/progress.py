@@ -18,7 +18,7 @@ import trio
 import iii_trio
 
 sys.path.insert(0, os.path.dirname(__file__))
-from _common import engine_url  # noqa: E402
+from _common import engine_url
 
 STEPS = 10
 

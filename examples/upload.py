@@ -20,7 +20,7 @@ import trio
 import iii_trio
 
 sys.path.insert(0, os.path.dirname(__file__))
-from _common import engine_url  # noqa: E402
+from _common import engine_url
 
 
 async def checksum(payload: dict[str, object]) -> dict[str, object]:
@@ -54,8 +54,8 @@ async def main(url: str) -> None:
 
                 nursery.start_soon(call)
                 await iii_trio.send_file(path, channel.writer)  # ends the stream cleanly
-    with open(path, "rb") as file:
-        expected = hashlib.sha256(file.read()).hexdigest()
+    with open(path, "rb") as source:
+        expected = hashlib.sha256(source.read()).hexdigest()
     print(f"uploaded {result['size']} bytes, sha256 {result['sha256']}")
     print("match" if result["sha256"] == expected else "MISMATCH")
     if result["sha256"] != expected:

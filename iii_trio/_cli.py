@@ -219,7 +219,7 @@ async def _run_listing(args: argparse.Namespace) -> int:
 
 
 async def _run_send(args: argparse.Namespace) -> int:
-    if not os.path.isfile(args.file):
+    if not await trio.Path(args.file).is_file():
         print(f"no such file: {args.file}", file=sys.stderr)
         return EXIT_USAGE
 
@@ -278,8 +278,14 @@ def _parser() -> argparse.ArgumentParser:
         help="logging level (default INFO for engine and demo, WARNING otherwise)",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    # --log-level works before or after the command name.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--log-level", default=argparse.SUPPRESS, choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="logging level",
+    )
 
-    engine = sub.add_parser("engine", help="run an engine until Ctrl-C / SIGTERM")
+    engine = sub.add_parser("engine", parents=[common], help="run an engine until Ctrl-C / SIGTERM")
     engine.add_argument("--host", default=DEFAULT_HOST, help=f"address to bind (default {DEFAULT_HOST})")
     engine.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"TCP port (default {DEFAULT_PORT})")
     engine.add_argument("--token", help="require 'Authorization: Bearer TOKEN' (default: $III_TOKEN)")
@@ -293,12 +299,12 @@ def _parser() -> argparse.ArgumentParser:
     engine.add_argument("--max-message-size", type=int, default=defaults.max_message_size,
                         help="largest control message accepted, in bytes")
 
-    demo = sub.add_parser("demo", help="embedded engine + two workers streaming a file")
+    demo = sub.add_parser("demo", parents=[common], help="embedded engine + two workers streaming a file")
     demo.add_argument("--size-mb", type=float, default=64.0, help="megabytes to stream (default 64)")
     demo.add_argument("--quiet", action="store_true", help="no progress bar")
 
     url_help = "engine URL (default $III_URL or ws://127.0.0.1:49134)"
-    call = sub.add_parser("call", help="call a function and print its result")
+    call = sub.add_parser("call", parents=[common], help="call a function and print its result")
     call.add_argument("function", help="function id, e.g. files::process")
     call.add_argument("--json", help="payload as JSON (default null)")
     call.add_argument("--timeout", type=float, default=30.0, help="seconds to wait (default 30)")
@@ -308,18 +314,18 @@ def _parser() -> argparse.ArgumentParser:
     for name, helptext in (("functions", "list registered functions"),
                            ("workers", "list connected workers"),
                            ("channels", "list live channels with bytes moved")):
-        listing = sub.add_parser(name, help=helptext)
+        listing = sub.add_parser(name, parents=[common], help=helptext)
         listing.add_argument("--url", help=url_help)
         listing.add_argument("--json", dest="json_output", action="store_true", help="print JSON")
 
-    send = sub.add_parser("send", help="stream a file to a function (it gets {'reader': ...})")
+    send = sub.add_parser("send", parents=[common], help="stream a file to a function (it gets {'reader': ...})")
     send.add_argument("file")
     send.add_argument("--to", required=True, metavar="FUNCTION")
     send.add_argument("--json", help="extra payload fields as a JSON object")
     send.add_argument("--quiet", action="store_true", help="no progress bar")
     send.add_argument("--url", help=url_help)
 
-    receive = sub.add_parser("receive", help="have a function stream a file to you (it gets {'writer': ...})")
+    receive = sub.add_parser("receive", parents=[common], help="have a function stream a file to you (it gets {'writer': ...})")
     receive.add_argument("--from", dest="source", required=True, metavar="FUNCTION")
     receive.add_argument("-o", "--output", required=True, help="file to write")
     receive.add_argument("--json", help="extra payload fields as a JSON object")
@@ -351,7 +357,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return trio.run(_COMMANDS[args.command], args)
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
-    except BaseException as exc:  # noqa: BLE001 - mapped to an exit code below, or re-raised
+    except BaseException as exc:  # mapped to an exit code below, or re-raised
         return _report(exc, args)
 
 

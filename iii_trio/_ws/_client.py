@@ -74,7 +74,7 @@ async def _read_response(stream: trio.abc.Stream, conn: h11.Connection, key: str
         while True:
             event = conn.next_event()
             if event is h11.NEED_DATA:
-                conn.receive_data(await stream.receive_some(MAX_REQUEST_HEAD))
+                conn.receive_data(bytes(await stream.receive_some(MAX_REQUEST_HEAD)))
             elif isinstance(event, h11.InformationalResponse):
                 if event.status_code == 101:
                     check_accept(event, key)

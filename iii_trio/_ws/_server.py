@@ -9,7 +9,7 @@ reaches the other connections.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Final
 
 import attrs
@@ -68,7 +68,9 @@ def _peer_name(stream: trio.abc.Stream) -> str:
     return f"{host}:{port}"
 
 
-async def _send_events(stream: trio.abc.Stream, conn: h11.Connection, events: list[h11.Event]) -> None:
+async def _send_events(
+    stream: trio.abc.Stream, conn: h11.Connection, events: Sequence[h11.Event]
+) -> None:
     data = b"".join(conn.send(event) or b"" for event in events)
     await stream.send_all(data)
 
@@ -78,7 +80,7 @@ async def _read_request(stream: trio.abc.Stream, conn: h11.Connection) -> h11.Re
         event = conn.next_event()
         if event is h11.NEED_DATA:
             data = await stream.receive_some(MAX_REQUEST_HEAD)
-            conn.receive_data(data)
+            conn.receive_data(bytes(data))
             continue
         if isinstance(event, h11.Request):
             return event

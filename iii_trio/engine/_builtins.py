@@ -82,7 +82,7 @@ def functions_list(engine: Engine, caller: WorkerConnection, data: JSON) -> JSON
         names = {worker_name, entry.worker_id}
         if isinstance(worker, str) and worker not in names:
             continue
-        if isinstance(workers, list) and not names.intersection(workers):  # type: ignore[arg-type]
+        if isinstance(workers, list) and not names.intersection(workers):
             continue
         row: dict[str, JSON] = {
             "function_id": entry.function_id,
@@ -138,7 +138,7 @@ def channels_create(engine: Engine, caller: WorkerConnection, data: JSON) -> JSO
     if engine.shutting_down:
         raise BuiltinError(ENGINE_SHUTDOWN, "the engine is shutting down")
     try:
-        return engine.broker.create(caller.worker_id, buffer_size)  # type: ignore[return-value]
+        return engine.broker.create(caller.worker_id, buffer_size)
     except ChannelLimitExceeded as exc:
         raise BuiltinError(LIMIT_EXCEEDED, str(exc)) from exc
 

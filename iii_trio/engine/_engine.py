@@ -40,6 +40,8 @@ _GOODBYE_TIMEOUT: Final = 2.0
 
 @attrs.frozen(kw_only=True)
 class EngineStatistics:
+    """A snapshot of what an engine holds (:meth:`Engine.statistics`)."""
+
     workers: int
     functions: int
     invocations: int

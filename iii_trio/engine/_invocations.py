@@ -46,7 +46,13 @@ class InvocationTable:
         self._by_worker.setdefault(inv.caller, set()).add(inv.target_id)
         self._by_worker.setdefault(inv.executor, set()).add(inv.target_id)
         self._calls[inv.caller] = self._calls.get(inv.caller, 0) + 1
-        heapq.heappush(self._deadlines, (inv.deadline, next(self._seq), inv.target_id))
+        heap = self._deadlines
+        if len(heap) > 2 * len(self._by_id) + 1024:
+            # Finished invocations leave their deadline behind until it comes up; rebuild
+            # now and then so the heap stays proportional to what is really in flight.
+            heap[:] = [entry for entry in heap if entry[2] in self._by_id]
+            heapq.heapify(heap)
+        heapq.heappush(heap, (inv.deadline, next(self._seq), inv.target_id))
 
     def _drop(self, inv: Invocation) -> None:
         del self._by_id[inv.target_id]

@@ -13,7 +13,7 @@ import attrs
 
 if TYPE_CHECKING:
     #: Any JSON value, as produced by :func:`json.loads`.
-    JSON: TypeAlias = None | bool | int | float | str | list["JSON"] | dict[str, "JSON"]
+    JSON: TypeAlias = bool | int | float | str | list["JSON"] | dict[str, "JSON"] | None
 else:
     # At run time payload fields are opaque: the codec passes them through untouched.
     JSON = object

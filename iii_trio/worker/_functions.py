@@ -25,7 +25,7 @@ class FunctionSpec:
 
     async def call(self, data: Any) -> Any:
         if self.is_async:
-            return await self.handler(data)  # type: ignore[misc]
+            return await self.handler(data)
         # Plain functions run on a worker thread so they cannot stall the event loop.
         return await trio.to_thread.run_sync(self.handler, data)
 

@@ -201,3 +201,38 @@ async def test_graceful_shutdown_drains_then_tells_everyone() -> None:
                 with pytest.raises(iii_trio.ChannelAborted) as info:
                     await channel.reader.read_all()
                 assert info.value.code == 1001
+
+
+async def test_limits_answer_with_limit_exceeded() -> None:
+    async with iii_trio.open_engine(port=0, max_pending_invocations=3, max_channels_per_worker=2) as engine:
+        async with iii_trio.connect_worker(engine.url, name="server") as server, iii_trio.connect_worker(
+            engine.url, name="client"
+        ) as client:
+            release = trio.Event()
+
+            async def wait(payload):
+                await release.wait()
+                return payload
+
+            server.register_function("lim::wait", wait)
+            await engine.wait_function("lim::wait")
+            with trio.fail_after(10):
+                async with trio.open_nursery() as nursery:
+                    results: list[object] = []
+
+                    async def call(n: int) -> None:
+                        results.append(await client.trigger("lim::wait", n))
+
+                    for n in range(3):
+                        nursery.start_soon(call, n)
+                    await engine.wait_until(lambda e: len(e.invocations) == 3)
+                    with pytest.raises(iii_trio.InvocationError) as info:
+                        await client.trigger("lim::wait", 99)
+                    assert info.value.code == "limit_exceeded"
+                    release.set()
+                assert sorted(results) == [0, 1, 2]  # the calls within the limit were unharmed
+                await client.create_channel()
+                await client.create_channel()
+                with pytest.raises(iii_trio.InvocationError) as channel_info:
+                    await client.create_channel()
+                assert channel_info.value.code == "limit_exceeded"

@@ -10,7 +10,6 @@ the engine to read. So the clogged variant runs there, through the same broker c
 
 from __future__ import annotations
 
-
 import trio
 import trio.testing
 
@@ -47,7 +46,8 @@ async def test_check_one_way_stream_in_process(iii_engine) -> None:
 
 async def test_check_one_way_stream_in_process_clogged(iii_engine) -> None:
     async def lockstep() -> trio.abc.Stream:
-        return await iii_engine.connect_in_memory(lockstep=True)
+        stream: trio.abc.Stream = await iii_engine.connect_in_memory(lockstep=True)
+        return stream
 
     async with iii_trio.connect_worker(iii_engine.url, name="lockstep", dialer=lockstep) as worker:
 

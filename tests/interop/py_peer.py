@@ -20,7 +20,7 @@ from typing import Any
 
 from iii import InitOptions, InvocationError, TriggerAction, register_worker
 from iii.helpers import create_channel_async
-from pattern import pattern_chunks
+from pattern import pattern_chunks  # type: ignore[import-not-found]  # run as a script
 
 PEER = "py"
 

@@ -49,7 +49,7 @@ def emit(obj: dict[str, Any]) -> None:
         sys.stdout.flush()
 
 
-class Handler(TriggerHandler[Any]):
+class Handler(TriggerHandler[Any]):  # type: ignore[misc]
     def __init__(self, iii: Any) -> None:
         self.iii = iii
         self.tasks: set[asyncio.Task[None]] = set()
