@@ -110,9 +110,10 @@ async def _run_demo(args: argparse.Namespace) -> int:
     size = int(args.size_mb * 1024 * 1024)
     async with open_engine(port=0) as engine:
         print(f"embedded engine on {engine.url}")
-        async with connect_worker(engine.url, name="demo-store") as store, connect_worker(
-            engine.url, name="demo-client"
-        ) as client:
+        async with (
+            connect_worker(engine.url, name="demo-store") as store,
+            connect_worker(engine.url, name="demo-client") as client,
+        ):
 
             async def checksum(payload: dict[str, Any]) -> dict[str, Any]:
                 reader = payload["reader"]
@@ -134,7 +135,9 @@ async def _run_demo(args: argparse.Namespace) -> int:
             async with client.open_channel() as channel, trio.open_nursery() as nursery:
 
                 async def call() -> None:
-                    result.update(await client.trigger("demo::checksum", {"reader": channel.reader_ref}))
+                    result.update(
+                        await client.trigger("demo::checksum", {"reader": channel.reader_ref})
+                    )
 
                 nursery.start_soon(call)
                 await channel.writer.send_message("starting")
@@ -151,7 +154,9 @@ async def _run_demo(args: argparse.Namespace) -> int:
             progress.finish()
             elapsed = time.monotonic() - started
             print(f"sent     {size} bytes  sha256 {sent.hexdigest()}")
-            print(f"received {result['size']} bytes  sha256 {result['sha256']}  notes {result['notes']}")
+            print(
+                f"received {result['size']} bytes  sha256 {result['sha256']}  notes {result['notes']}"
+            )
             print(f"{size / elapsed / 1e6:.1f} MB/s through the engine ({elapsed:.2f}s)")
             return 0 if result["sha256"] == sent.hexdigest() else EXIT_ERROR
 
@@ -201,9 +206,21 @@ async def _run_call(args: argparse.Namespace) -> int:
 
 async def _run_listing(args: argparse.Namespace) -> int:
     function, key, columns = {
-        "functions": ("engine::functions::list", "functions", ("function_id", "worker_name", "description")),
-        "workers": ("engine::workers::list", "workers", ("name", "id", "runtime", "function_count", "active_invocations")),
-        "channels": ("engine::channels::list", "channels", ("channel_id", "state", "bytes_in", "bytes_out", "buffered_bytes", "age_s")),
+        "functions": (
+            "engine::functions::list",
+            "functions",
+            ("function_id", "worker_name", "description"),
+        ),
+        "workers": (
+            "engine::workers::list",
+            "workers",
+            ("name", "id", "runtime", "function_count", "active_invocations"),
+        ),
+        "channels": (
+            "engine::channels::list",
+            "channels",
+            ("channel_id", "state", "bytes_in", "bytes_out", "buffered_bytes", "age_s"),
+        ),
     }[args.command]
 
     async def body(worker: Any) -> int:
@@ -231,7 +248,8 @@ async def _run_send(args: argparse.Namespace) -> int:
             async def call() -> None:
                 extra = json.loads(args.json) if args.json else {}
                 result["value"] = await worker.trigger(
-                    args.to, {**extra, "reader": channel.reader_ref, "name": os.path.basename(args.file)}
+                    args.to,
+                    {**extra, "reader": channel.reader_ref, "name": os.path.basename(args.file)},
                 )
 
             nursery.start_soon(call)
@@ -251,7 +269,9 @@ async def _run_receive(args: argparse.Namespace) -> int:
 
             async def call() -> None:
                 extra = json.loads(args.json) if args.json else {}
-                result["value"] = await worker.trigger(args.source, {**extra, "writer": channel.writer_ref})
+                result["value"] = await worker.trigger(
+                    args.source, {**extra, "writer": channel.writer_ref}
+                )
 
             nursery.start_soon(call)
             size = await receive_file(channel.reader, args.output, progress=progress)
@@ -273,7 +293,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"iii_trio {__version__}")
     parser.add_argument(
-        "--log-level", default=os.environ.get("III_LOG_LEVEL"),
+        "--log-level",
+        default=os.environ.get("III_LOG_LEVEL"),
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
         help="logging level (default INFO for engine and demo, WARNING otherwise)",
     )
@@ -281,26 +302,54 @@ def _parser() -> argparse.ArgumentParser:
     # --log-level works before or after the command name.
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
-        "--log-level", default=argparse.SUPPRESS, choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        "--log-level",
+        default=argparse.SUPPRESS,
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
         help="logging level",
     )
 
     engine = sub.add_parser("engine", parents=[common], help="run an engine until Ctrl-C / SIGTERM")
-    engine.add_argument("--host", default=DEFAULT_HOST, help=f"address to bind (default {DEFAULT_HOST})")
-    engine.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"TCP port (default {DEFAULT_PORT})")
-    engine.add_argument("--token", help="require 'Authorization: Bearer TOKEN' (default: $III_TOKEN)")
+    engine.add_argument(
+        "--host", default=DEFAULT_HOST, help=f"address to bind (default {DEFAULT_HOST})"
+    )
+    engine.add_argument(
+        "--port", type=int, default=DEFAULT_PORT, help=f"TCP port (default {DEFAULT_PORT})"
+    )
+    engine.add_argument(
+        "--token", help="require 'Authorization: Bearer TOKEN' (default: $III_TOKEN)"
+    )
     defaults = EngineConfig()
-    engine.add_argument("--invocation-timeout", type=float, default=defaults.invocation_timeout,
-                        help="seconds a call may run when the caller sets no deadline")
-    engine.add_argument("--channel-ttl", type=float, default=defaults.channel_ttl,
-                        help="seconds a channel end may stay unattached")
-    engine.add_argument("--channel-buffer", type=int, default=defaults.channel_buffer_bytes,
-                        help="bytes buffered per channel before the writer is slowed down")
-    engine.add_argument("--max-message-size", type=int, default=defaults.max_message_size,
-                        help="largest control message accepted, in bytes")
+    engine.add_argument(
+        "--invocation-timeout",
+        type=float,
+        default=defaults.invocation_timeout,
+        help="seconds a call may run when the caller sets no deadline",
+    )
+    engine.add_argument(
+        "--channel-ttl",
+        type=float,
+        default=defaults.channel_ttl,
+        help="seconds a channel end may stay unattached",
+    )
+    engine.add_argument(
+        "--channel-buffer",
+        type=int,
+        default=defaults.channel_buffer_bytes,
+        help="bytes buffered per channel before the writer is slowed down",
+    )
+    engine.add_argument(
+        "--max-message-size",
+        type=int,
+        default=defaults.max_message_size,
+        help="largest control message accepted, in bytes",
+    )
 
-    demo = sub.add_parser("demo", parents=[common], help="embedded engine + two workers streaming a file")
-    demo.add_argument("--size-mb", type=float, default=64.0, help="megabytes to stream (default 64)")
+    demo = sub.add_parser(
+        "demo", parents=[common], help="embedded engine + two workers streaming a file"
+    )
+    demo.add_argument(
+        "--size-mb", type=float, default=64.0, help="megabytes to stream (default 64)"
+    )
     demo.add_argument("--quiet", action="store_true", help="no progress bar")
 
     url_help = "engine URL (default $III_URL or ws://127.0.0.1:49134)"
@@ -311,21 +360,29 @@ def _parser() -> argparse.ArgumentParser:
     call.add_argument("--void", action="store_true", help="fire and forget")
     call.add_argument("--url", help=url_help)
 
-    for name, helptext in (("functions", "list registered functions"),
-                           ("workers", "list connected workers"),
-                           ("channels", "list live channels with bytes moved")):
+    for name, helptext in (
+        ("functions", "list registered functions"),
+        ("workers", "list connected workers"),
+        ("channels", "list live channels with bytes moved"),
+    ):
         listing = sub.add_parser(name, parents=[common], help=helptext)
         listing.add_argument("--url", help=url_help)
         listing.add_argument("--json", dest="json_output", action="store_true", help="print JSON")
 
-    send = sub.add_parser("send", parents=[common], help="stream a file to a function (it gets {'reader': ...})")
+    send = sub.add_parser(
+        "send", parents=[common], help="stream a file to a function (it gets {'reader': ...})"
+    )
     send.add_argument("file")
     send.add_argument("--to", required=True, metavar="FUNCTION")
     send.add_argument("--json", help="extra payload fields as a JSON object")
     send.add_argument("--quiet", action="store_true", help="no progress bar")
     send.add_argument("--url", help=url_help)
 
-    receive = sub.add_parser("receive", parents=[common], help="have a function stream a file to you (it gets {'writer': ...})")
+    receive = sub.add_parser(
+        "receive",
+        parents=[common],
+        help="have a function stream a file to you (it gets {'writer': ...})",
+    )
     receive.add_argument("--from", dest="source", required=True, metavar="FUNCTION")
     receive.add_argument("-o", "--output", required=True, help="file to write")
     receive.add_argument("--json", help="extra payload fields as a JSON object")

@@ -92,5 +92,7 @@ async def _read_response(stream: trio.abc.Stream, conn: h11.Connection, key: str
         raise HandshakeError("connection lost during the handshake") from exc
     text = body.decode("utf-8", "replace").strip()
     raise HandshakeError(
-        f"server refused the WebSocket upgrade: HTTP {status} {text}".rstrip(), status=status, body=text
+        f"server refused the WebSocket upgrade: HTTP {status} {text}".rstrip(),
+        status=status,
+        body=text,
     )

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import os
 from collections.abc import Iterable
 from typing import Final, final
 
@@ -33,6 +34,7 @@ from ._frames import (
     Opcode,
     close_payload,
     encode_frame,
+    frame_header,
     parse_close,
 )
 
@@ -44,9 +46,11 @@ RECEIVE_SIZE: Final = 256 * 1024  # 256 KiB
 CLOSE_TIMEOUT: Final = 5.0  # seconds
 #: Seconds to keep draining a peer we are closing for a protocol error (see ``_fail``).
 FAIL_LINGER: Final = 2.0
-#: Frames below this size are copied together into one ``send_all``; larger payloads are
-#: written as their own buffer to save the copy.
-_COALESCE_LIMIT: Final = 256 * 1024
+#: Buffers below this size are copied together; larger payloads go to the kernel as their
+#: own buffer of a gathered write (``sendmsg``), so relayed bytes are not copied again.
+_COALESCE_LIMIT: Final = 16 * 1024
+#: Buffers per ``sendmsg`` call (Linux's IOV_MAX is 1024).
+_IOV_MAX: Final = 512
 
 
 class _State(enum.Enum):
@@ -96,6 +100,8 @@ class WebSocket:
         if leftover:
             self._reader.feed(leftover)
         self._receive_size = receive_size
+        #: The trio socket under a plain TCP stream, read with ``recv_into``.
+        self._socket = stream.socket if isinstance(stream, trio.SocketStream) else None
         self._send_lock = trio.Lock()
         self._state = _State.OPEN
         self._receiving = False
@@ -117,7 +123,11 @@ class WebSocket:
             trio.BusyResourceError: another task is already receiving.
         """
         if self._receiving:
-            raise trio.BusyResourceError("another task is already receiving")
+            if not self._draining:
+                raise trio.BusyResourceError("another task is already receiving")
+            # close() is reading the peer's last frames itself: wait for it to finish, then
+            # report the closed connection like any other receiver would see it.
+            await self._closed_event.wait()
         self._check_receivable()
         self._receiving = True
         try:
@@ -155,7 +165,9 @@ class WebSocket:
                     raise ConnectionClosed(1007, "text message is not valid UTF-8") from exc
             if opcode == Opcode.PING:
                 if self._state is _State.OPEN:
-                    await self._send_frames([encode_frame(Opcode.PONG, payload, mask=self._is_client)])
+                    await self._send_frames(
+                        [encode_frame(Opcode.PONG, payload, mask=self._is_client)]
+                    )
                 continue
             if opcode == Opcode.PONG:
                 continue
@@ -169,16 +181,33 @@ class WebSocket:
             raise ConnectionClosed(code, reason)
 
     async def _read_more(self) -> None:
+        sock = self._socket
         try:
-            data = await self._stream.receive_some(self._receive_size)
+            if sock is not None:
+                # Straight into the frame reader's buffer: no bytes object per read and no
+                # copy of it into the buffer (see FrameReader.get_buffer).
+                view = self._reader.get_buffer(self._receive_size)
+                try:
+                    if self._reader.last_read_full:
+                        size = await sock.recv_into(view)  # more is probably waiting
+                    else:
+                        size = await _recv_when_readable(sock, view)
+                except OSError as exc:
+                    raise trio.BrokenResourceError(f"socket connection broken: {exc}") from exc
+                finally:
+                    view.release()
+                self._reader.buffer_updated(size)
+            else:
+                data = await self._stream.receive_some(self._receive_size)
+                size = len(data)
+                self._reader.feed(data)
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             await self._lost()
             raise ConnectionClosed(ABNORMAL_CLOSURE, "connection lost") from exc
-        if not data:
+        if not size:
             await self._lost()
             raise ConnectionClosed(ABNORMAL_CLOSURE, "connection lost without a close frame")
-        self.bytes_received += len(data)
-        self._reader.feed(data)
+        self.bytes_received += size
 
     async def _on_peer_close(self, code: int, reason: str) -> None:
         if self.close_info is None:
@@ -214,7 +243,11 @@ class WebSocket:
             with trio.move_on_after(FAIL_LINGER):
                 try:
                     await self._send_frames(
-                        [encode_frame(Opcode.CLOSE, close_payload(code, reason), mask=self._is_client)]
+                        [
+                            encode_frame(
+                                Opcode.CLOSE, close_payload(code, reason), mask=self._is_client
+                            )
+                        ]
                     )
                     # Half-close (a lingering close): RFC 6455 clients wait for the server's
                     # TCP close after the close handshake, so without our FIN both sides
@@ -253,17 +286,11 @@ class WebSocket:
             ConnectionClosed: the connection broke or the peer closed it.
             trio.ClosedResourceError: we closed it.
         """
-        mask = self._is_client
-        frames = [
-            encode_frame(Opcode.TEXT, m.encode("utf-8"), mask=mask)
-            if isinstance(m, str)
-            else encode_frame(Opcode.BINARY, m, mask=mask)
-            for m in messages
-        ]
+        buffers = _encode_batch(messages, mask=self._is_client)
         if self._state is not _State.OPEN:
             await trio.lowlevel.checkpoint()
             self._raise_closed()
-        await self._send_frames(frames)
+        await self._send_buffers(buffers)
 
     def _raise_closed(self) -> None:
         if self.close_info is not None and not self._closed_locally:
@@ -271,28 +298,46 @@ class WebSocket:
         raise trio.ClosedResourceError("WebSocket is closing or closed")
 
     async def _send_frames(self, frames: list[list[bytes | memoryview]]) -> None:
-        async with self._send_lock:
-            if self._state is _State.CLOSED:
-                self._raise_closed()
-            sent = False
-            try:
-                for chunk in _coalesce(frames):
-                    await self._stream.send_all(chunk)
-                sent = True
-            except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-                sent = True  # not a cancellation: nothing half-written to worry about
-                await self._lost()
-                # If the peer's Close arrived meanwhile (another task is receiving), report
-                # that rather than the dropped socket it led to.
-                assert self.close_info is not None
-                raise ConnectionClosed(*self.close_info) from exc
-            finally:
-                if not sent:
-                    # Cancelled (or failed) part-way through a frame: the byte stream is
-                    # corrupt from the peer's point of view. Drop the connection.
-                    self._closed_locally = True
-                    self._finish(ABNORMAL_CLOSURE, "send cancelled mid-frame")
-                    await trio.aclose_forcefully(self._stream)
+        await self._send_buffers(_coalesce(frames))
+
+    async def _send_buffers(self, buffers: list[bytes | memoryview]) -> None:
+        """Write ``buffers`` (whole frames, in order) under the send lock."""
+        # An uncontended lock is taken without a schedule point (``async with lock`` yields
+        # even then): the write below yields anyway, so one pass through the scheduler per
+        # batch is enough. A pending cancellation still raises here, before anything is
+        # written, exactly as the lock's own checkpoint did.
+        lock = self._send_lock
+        await trio.lowlevel.checkpoint_if_cancelled()
+        try:
+            lock.acquire_nowait()
+        except trio.WouldBlock:
+            await lock.acquire()
+        try:
+            await self._send_buffers_locked(buffers)
+        finally:
+            lock.release()
+
+    async def _send_buffers_locked(self, buffers: list[bytes | memoryview]) -> None:
+        if self._state is _State.CLOSED:
+            self._raise_closed()
+        sent = False
+        try:
+            await _send_gathered(self._stream, buffers)
+            sent = True
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            sent = True  # not a cancellation: nothing half-written to worry about
+            await self._lost()
+            # If the peer's Close arrived meanwhile (another task is receiving), report
+            # that rather than the dropped socket it led to.
+            assert self.close_info is not None
+            raise ConnectionClosed(*self.close_info) from exc
+        finally:
+            if not sent:
+                # Cancelled (or failed) part-way through a frame: the byte stream is
+                # corrupt from the peer's point of view. Drop the connection.
+                self._closed_locally = True
+                self._finish(ABNORMAL_CLOSURE, "send cancelled mid-frame")
+                await trio.aclose_forcefully(self._stream)
 
     # --- closing ---------------------------------------------------------------------------
 
@@ -311,7 +356,11 @@ class WebSocket:
                 self._closed_locally = True
                 try:
                     await self._send_frames(
-                        [encode_frame(Opcode.CLOSE, close_payload(code, reason), mask=self._is_client)]
+                        [
+                            encode_frame(
+                                Opcode.CLOSE, close_payload(code, reason), mask=self._is_client
+                            )
+                        ]
                     )
                 except trio.BrokenResourceError:
                     return
@@ -326,8 +375,11 @@ class WebSocket:
                 self._finish(code, reason)
             await trio.aclose_forcefully(self._stream)
 
+    _draining = False
+
     async def _drain_until_closed(self) -> None:
         self._receiving = True
+        self._draining = True
         try:
             while self._state is not _State.CLOSED:
                 try:
@@ -336,6 +388,7 @@ class WebSocket:
                     return
         finally:
             self._receiving = False
+            self._draining = False
 
     async def wait_writable(self) -> None:
         """Wait until the transport can probably take more bytes.
@@ -369,6 +422,94 @@ class WebSocket:
     @property
     def send_stream(self) -> trio.abc.Stream:
         return self._stream
+
+
+async def _recv_when_readable(sock: trio.socket.SocketType, view: memoryview) -> int:
+    """Wait until ``sock`` is readable, then read into ``view``.
+
+    trio's ``recv_into`` tries the read first and waits only if it fails: on a connection
+    whose last read emptied the socket (every small message) that costs a failed system call
+    and an exception each time. Same cancellation semantics: the wait is the checkpoint, the
+    read itself does not block.
+
+    Raises:
+        OSError: the connection broke.
+        trio.ClosedResourceError: the socket was closed (by another task of ours).
+    """
+    while True:
+        await trio.lowlevel.wait_readable(sock)
+        fd = sock.fileno()  # -1 once closed: never read a file descriptor reused since
+        if fd == -1:
+            raise trio.ClosedResourceError("the socket was closed")
+        try:
+            return os.readv(fd, [view])
+        except BlockingIOError:
+            continue  # woken without data after all
+
+
+async def _send_gathered(stream: trio.abc.Stream, buffers: list[bytes | memoryview]) -> None:
+    """Write ``buffers`` in order with as few system calls as possible.
+
+    Raises:
+        trio.BrokenResourceError: the connection broke.
+        trio.ClosedResourceError: the stream was closed (by us).
+    """
+    if not isinstance(stream, trio.SocketStream) or not hasattr(stream.socket, "sendmsg"):
+        for buffer in buffers:
+            await stream.send_all(buffer)
+        return
+    sock = stream.socket
+    views = [memoryview(b).cast("B") for b in buffers if len(b)]
+    first = 0
+    while first < len(views):
+        try:
+            sent = await sock.sendmsg(views[first : first + _IOV_MAX])
+        except OSError as exc:
+            raise trio.BrokenResourceError(f"socket connection broken: {exc}") from exc
+        while sent:
+            view = views[first]
+            if sent >= len(view):
+                sent -= len(view)
+                first += 1
+            else:
+                views[first] = view[sent:]
+                sent = 0
+
+
+_TEXT_HEADERS: Final = [frame_header(Opcode.TEXT, n) for n in range(126)]
+_BINARY_HEADERS: Final = [frame_header(Opcode.BINARY, n) for n in range(126)]
+
+
+def _encode_batch(
+    messages: Iterable[str | bytes | memoryview], *, mask: bool
+) -> list[bytes | memoryview]:
+    """Data frames for ``messages``, ready to write: what ``_coalesce`` makes of
+    ``encode_frame``'s output, in one pass (this runs for every message sent), with the
+    headers of unmasked short frames from a table."""
+    out: list[bytes | memoryview] = []
+    pending: list[bytes | memoryview] = []
+    for message in messages:
+        if isinstance(message, str):
+            payload: bytes | memoryview = message.encode("utf-8")
+            opcode, headers = Opcode.TEXT, _TEXT_HEADERS
+        else:
+            payload = message
+            opcode, headers = Opcode.BINARY, _BINARY_HEADERS
+        size = len(payload)
+        if mask:
+            header, payload = encode_frame(opcode, payload, mask=True)
+        else:
+            header = headers[size] if size < 126 else frame_header(opcode, size)
+        pending.append(header)
+        if size >= _COALESCE_LIMIT:
+            out.append(b"".join(pending))
+            pending = []
+            out.append(payload)
+        else:
+            pending.append(payload)
+    if pending:
+        out.append(b"".join(pending))
+    return out
 
 
 def _coalesce(frames: list[list[bytes | memoryview]]) -> list[bytes | memoryview]:

@@ -36,8 +36,9 @@ POLICY_VIOLATION: Final = 1008
 MESSAGE_TOO_BIG: Final = 1009
 INTERNAL_ERROR: Final = 1011
 
-_SENDABLE_CODES: Final = frozenset({1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012,
-                                    1013, 1014})
+_SENDABLE_CODES: Final = frozenset(
+    {1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014}
+)
 _DATA_OPCODES: Final = (Opcode.TEXT, Opcode.BINARY)
 _U16: Final = struct.Struct("!H")
 _U64: Final = struct.Struct("!Q")
@@ -88,7 +89,9 @@ def close_payload(code: int, reason: str = "") -> bytes:
     return _U16.pack(code) + raw
 
 
-def frame_header(opcode: int, length: int, *, fin: bool = True, mask_key: bytes | None = None) -> bytes:
+def frame_header(
+    opcode: int, length: int, *, fin: bool = True, mask_key: bytes | None = None
+) -> bytes:
     """The header of one frame carrying ``length`` payload bytes."""
     first = (0x80 if fin else 0) | opcode
     mask_bit = 0x80 if mask_key is not None else 0
@@ -101,7 +104,9 @@ def frame_header(opcode: int, length: int, *, fin: bool = True, mask_key: bytes 
     return header + mask_key if mask_key is not None else header
 
 
-def encode_frame(opcode: int, payload: bytes | memoryview, *, mask: bool) -> list[bytes | memoryview]:
+def encode_frame(
+    opcode: int, payload: bytes | memoryview, *, mask: bool
+) -> list[bytes | memoryview]:
     """One unfragmented frame as a list of buffers (header, payload) to write in order.
 
     Clients must mask (``mask=True``); servers must not.
@@ -112,9 +117,28 @@ def encode_frame(opcode: int, payload: bytes | memoryview, *, mask: bool) -> lis
     return [frame_header(opcode, len(payload), mask_key=key), apply_mask(payload, key)]
 
 
+#: Opcode members by value, so the parser need not call ``Opcode(value)`` (an enum lookup
+#: through ``EnumType.__call__``) for every frame.
+_OPCODES: Final = {op.value: op for op in Opcode}
+#: First read size of a fresh receive buffer; it doubles while reads fill it.
+_MIN_READ: Final = 16 * 1024
+
+
 @final
 class FrameReader:
     """Incremental frame parser for one direction of one connection.
+
+    Bytes arrive either with :meth:`feed` or, without an intermediate ``bytes`` object, by
+    reading straight into :meth:`get_buffer` and calling :meth:`buffer_updated` (the way
+    ``socket.recv_into`` is used).
+
+    Buffer management: received bytes live in ``self._buf[self._start:self._end]``; a parsed
+    frame only advances ``_start`` (no ``del buf[:n]``, no copy of what follows). The buffer
+    is never resized in place, so one memoryview of it can live as long as it does; it is
+    replaced by a bigger one when a frame does not fit (growing at most twice over per read,
+    so a peer cannot make us allocate a huge frame's size before sending it), and dropped
+    once everything in it was parsed after a small read, so an idle connection holds no
+    buffer.
 
     Args:
         expect_masked: True on the server side (client frames must be masked), False on the
@@ -123,21 +147,101 @@ class FrameReader:
     """
 
     def __init__(self, *, expect_masked: bool, max_message_size: int) -> None:
-        self._buffer = bytearray()
+        self._buf = bytearray()
+        self._view = memoryview(self._buf)
+        self._start = 0
+        self._end = 0
+        #: Bytes still missing for the frame at ``_start`` (at least 1 when we wait).
+        self._need = 1
+        self._read_size = _MIN_READ
+        self._last_read_full = False
+        self._offered = 0
+        self._last_read_size = 0
+        self._max_read = _MIN_READ
         self._expect_masked = expect_masked
         self._max_message_size = max_message_size
         self._fragments: list[bytes] = []
         self._fragment_opcode: Opcode | None = None
         self._fragment_size = 0
 
-    def feed(self, data: bytes) -> None:
+    def feed(self, data: bytes | bytearray | memoryview) -> None:
         """Append received bytes."""
-        self._buffer += data
+        size = len(data)
+        if size:
+            self._reserve(size)
+            self._view[self._end : self._end + size] = data
+            self._end += size
+
+    def get_buffer(self, max_size: int) -> memoryview:
+        """A writable view to receive into: the buffer's free space, made at least
+        ``max_size`` bytes (fewer while reads stay small, more to complete a frame already
+        announced). Call :meth:`buffer_updated` with the count written before anything else,
+        and release the view first."""
+        self._max_read = max_size
+        want = max(min(self._read_size, max_size), 1)
+        size = max(want, min(self._need, max_size))
+        self._reserve(size, grow_to=want)
+        view = self._view[self._end :]  # all the free space: at least ``size`` bytes
+        self._offered = len(view)
+        return view
+
+    @property
+    def last_read_full(self) -> bool:
+        """Whether the last read filled the space offered (so more data is likely waiting)."""
+        return self._last_read_full
+
+    def buffer_updated(self, size: int) -> None:
+        """``size`` bytes were written at the start of the last :meth:`get_buffer` view."""
+        self._end += size
+        self._last_read_size = size
+        # Bulk traffic fills each read: read more at once next time (up to max_size); a
+        # trickle shrinks the reads back, and lets the buffer go when all of it is parsed.
+        full = size >= self._offered
+        self._last_read_full = full
+        if full:
+            if self._read_size < self._max_read:
+                self._read_size *= 2
+        elif size < self._read_size // 8 and self._read_size > _MIN_READ:
+            self._read_size //= 2
+
+    def _reserve(self, size: int, grow_to: int = 0) -> None:
+        """Make room for ``size`` more bytes after ``_end``."""
+        buf = self._buf
+        if len(buf) - self._end >= size:
+            return
+        pending = self._end - self._start
+        if pending + size <= len(buf) and pending <= len(buf) // 2:
+            # Enough room once the unparsed tail moves to the front (a short memmove).
+            self._view[:pending] = self._view[self._start : self._end]
+        else:
+            # What is pending plus this read, rounded up to a power of two so that the next
+            # reads fit too: the buffer follows the data that actually arrives (at most twice
+            # over), never the size a frame header merely announces.
+            capacity = 1 << (pending + max(size, grow_to) - 1).bit_length()
+            new = bytearray(capacity)
+            new[:pending] = self._view[self._start : self._end]
+            self._view.release()
+            self._buf = new
+            self._view = memoryview(new)
+        self._start = 0
+        self._end = pending
+
+    def _consumed_all(self) -> None:
+        """Everything received was parsed: reuse the buffer from its start, or drop it when
+        the connection looks idle (the last read was small) or it grew well past the read
+        size for one big frame, so an idle connection holds no buffer."""
+        self._start = self._end = 0
+        if self._buf and (
+            self._last_read_size < _MIN_READ or len(self._buf) > 4 * max(self._max_read, _MIN_READ)
+        ):
+            self._view.release()
+            self._buf = bytearray()
+            self._view = memoryview(self._buf)
 
     @property
     def buffered(self) -> int:
         """Bytes received but not yet returned as part of a message."""
-        return len(self._buffer) + self._fragment_size
+        return self._end - self._start + self._fragment_size
 
     def next_message(self) -> tuple[Opcode, bytes] | None:
         """The next complete message or control frame, or ``None`` if more bytes are needed.
@@ -148,40 +252,47 @@ class FrameReader:
         Raises:
             FrameError: the peer broke the protocol; the reader must not be used again.
         """
-        buf = self._buffer
         while True:
-            available = len(buf)
+            buf = self._buf
+            start = self._start
+            available = self._end - start
             if available < 2:
+                if not available:
+                    self._consumed_all()
+                self._need = 2 - available
                 return None
-            first, second = buf[0], buf[1]
+            first = buf[start]
+            second = buf[start + 1]
             if first & 0x70:
                 raise FrameError(PROTOCOL_ERROR, "reserved bits set (no extension negotiated)")
-            opcode_value = first & 0x0F
-            fin = bool(first & 0x80)
+            fin = first & 0x80
             masked = bool(second & 0x80)
             length = second & 0x7F
             offset = 2
             if length == 126:
                 if available < 4:
+                    self._need = 4 - available
                     return None
-                (length,) = _U16.unpack_from(buf, 2)
+                (length,) = _U16.unpack_from(buf, start + 2)
                 offset = 4
             elif length == 127:
                 if available < 10:
+                    self._need = 10 - available
                     return None
-                (length,) = _U64.unpack_from(buf, 2)
+                (length,) = _U64.unpack_from(buf, start + 2)
                 if length >> 63:
                     raise FrameError(PROTOCOL_ERROR, "frame length has the top bit set")
                 offset = 10
             if masked != self._expect_masked:
                 raise FrameError(
-                    PROTOCOL_ERROR, "client frames must be masked" if self._expect_masked
-                    else "server frames must not be masked"
+                    PROTOCOL_ERROR,
+                    "client frames must be masked"
+                    if self._expect_masked
+                    else "server frames must not be masked",
                 )
-            try:
-                opcode = Opcode(opcode_value)
-            except ValueError:
-                raise FrameError(PROTOCOL_ERROR, f"reserved opcode {opcode_value:#x}") from None
+            opcode = _OPCODES.get(first & 0x0F)
+            if opcode is None:
+                raise FrameError(PROTOCOL_ERROR, f"reserved opcode {first & 0x0F:#x}") from None
             if opcode >= Opcode.CLOSE:
                 if not fin:
                     raise FrameError(PROTOCOL_ERROR, "fragmented control frame")
@@ -201,13 +312,15 @@ class FrameReader:
                 offset += 4
             end = offset + length
             if available < end:
+                self._need = end - available
                 return None
-            with memoryview(buf) as view:
-                if masked:
-                    payload = apply_mask(view[offset:end], bytes(view[offset - 4 : offset]))
-                else:
-                    payload = bytes(view[offset:end])
-            del buf[:end]  # O(1) for a bytearray: CPython moves the start pointer
+            view = self._view
+            begin = start + offset
+            if masked:
+                payload = apply_mask(view[begin : start + end], bytes(view[begin - 4 : begin]))
+            else:
+                payload = bytes(view[begin : start + end])
+            self._start = start + end
             if opcode >= Opcode.CLOSE or (fin and opcode != Opcode.CONTINUATION):
                 return opcode, payload
             if opcode != Opcode.CONTINUATION:

@@ -96,8 +96,9 @@ def accept_response(request: HandshakeRequest) -> h11.InformationalResponse:
     )
 
 
-def reject_events(status: int, body: str, extra_headers: list[tuple[str, str]] | None = None
-                  ) -> list[h11.Response | h11.Data | h11.EndOfMessage]:
+def reject_events(
+    status: int, body: str, extra_headers: list[tuple[str, str]] | None = None
+) -> list[h11.Response | h11.Data | h11.EndOfMessage]:
     payload = body.encode("utf-8")
     headers = [
         ("Content-Type", "text/plain; charset=utf-8"),
@@ -138,14 +139,14 @@ def parse_ws_url(url: str) -> ClientTarget:
     if parts.query:
         resource += "?" + parts.query
     return ClientTarget(
-        secure=secure, host=parts.hostname, port=parts.port or (443 if secure else 80),
+        secure=secure,
+        host=parts.hostname,
+        port=parts.port or (443 if secure else 80),
         resource=resource,
     )
 
 
-def client_request(
-    target: ClientTarget, key: str, headers: list[tuple[str, str]]
-) -> h11.Request:
+def client_request(target: ClientTarget, key: str, headers: list[tuple[str, str]]) -> h11.Request:
     host = target.host if ":" not in target.host else f"[{target.host}]"
     default_port = 443 if target.secure else 80
     host_header = host if target.port == default_port else f"{host}:{target.port}"

@@ -100,7 +100,9 @@ async def handle_connection(
         await trio.aclose_forcefully(stream)
 
 
-async def _serve(stream: trio.abc.Stream, router: Router, peer: str, handshake_timeout: float) -> None:
+async def _serve(
+    stream: trio.abc.Stream, router: Router, peer: str, handshake_timeout: float
+) -> None:
     conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_REQUEST_HEAD)
     try:
         with trio.fail_after(handshake_timeout):
@@ -139,7 +141,10 @@ async def _serve(stream: trio.abc.Stream, router: Router, peer: str, handshake_t
         return
     leftover, _ = conn.trailing_data
     ws = WebSocket(
-        stream, is_client=False, leftover=bytes(leftover), max_message_size=decision.max_message_size
+        stream,
+        is_client=False,
+        leftover=bytes(leftover),
+        max_message_size=decision.max_message_size,
     )
     try:
         await decision.handler(ws)

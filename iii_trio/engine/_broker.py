@@ -45,8 +45,8 @@ from .._ws._frames import ABNORMAL_CLOSURE, NO_STATUS, NORMAL_CLOSURE
 from ..protocol import JSON
 from ..protocol._channel_codes import (
     CHANNEL_EXPIRED,
-    ENGINE_SHUTDOWN,
     CLEAN_EOF,
+    ENGINE_SHUTDOWN,
     READER_CLOSED,
     READER_LOST,
     WRITER_LOST,
@@ -100,14 +100,15 @@ class BrokeredChannel:
     bytes_out: int = 0
     frames_in: int = 0
     writer_scope: trio.CancelScope | None = None
-    _changed: trio.Event = attrs.field(factory=trio.Event)
+    _waiters: trio.lowlevel.ParkingLot = attrs.field(factory=trio.lowlevel.ParkingLot)
 
     def notify(self) -> None:
-        self._changed.set()
-        self._changed = trio.Event()
+        """Wake the tasks waiting for a change (cheap when nobody waits: once per frame)."""
+        if self._waiters:
+            self._waiters.unpark_all()
 
     async def wait_changed(self) -> None:
-        await self._changed.wait()
+        await self._waiters.park()
 
     def full(self) -> bool:
         return self.buffered_bytes >= self.max_bytes or len(self.buffer) >= self.max_items
@@ -207,7 +208,14 @@ class ChannelBroker:
         )
         self.channels[channel.channel_id] = channel
         self._by_owner[owner] += 1
-        self._expiry_order.append(channel)
+        order = self._expiry_order
+        if len(order) > 2 * len(self.channels) + 1024:
+            # Finished channels stay in the expiry queue until the TTL sweep reaches them;
+            # drop them now and then so the queue stays proportional to the live channels.
+            self._expiry_order = order = collections.deque(
+                c for c in order if not c.removed and not (c.writer_attached and c.reader_attached)
+            )
+        order.append(channel)
         self._created.set()
         self._on_change()
         return {
@@ -234,14 +242,17 @@ class ChannelBroker:
         writing = direction == "write"
         expected = "" if channel is None else channel.writer_key if writing else channel.reader_key
         if channel is None or not hmac.compare_digest(key.encode(), expected.encode()):
-            logger.info("refused %s end of channel %s from %s: not found", direction, channel_id, peer)
+            logger.info(
+                "refused %s end of channel %s from %s: not found", direction, channel_id, peer
+            )
             return Reject(404, "Channel not found\n")
         attached = channel.writer_attached if writing else channel.reader_attached
         if attached:
             logger.info("refused second %s end of channel %s from %s", direction, channel_id, peer)
             return Reject(
-                409, f"the {direction} end of channel {channel_id} is already attached; "
-                "each end can be attached once\n"
+                409,
+                f"the {direction} end of channel {channel_id} is already attached; "
+                "each end can be attached once\n",
             )
         if writing:
             channel.writer_attached = True
@@ -257,29 +268,31 @@ class ChannelBroker:
     # --- the two ends ----------------------------------------------------------------------
 
     async def _serve_writer(self, channel: BrokeredChannel, ws: WebSocket) -> None:
+        # Hot loop: one cancel scope for the whole stream (stop_writer cancels it when the
+        # reader goes away), no per-frame allocations beyond the frame itself.
+        buffer = channel.buffer
         try:
-            while channel.reader_end is None:
-                while channel.full() and channel.reader_end is None:
-                    await channel.wait_changed()
+            with trio.CancelScope() as scope:
+                channel.writer_scope = scope
                 if channel.reader_end is not None:
-                    break
-                with trio.CancelScope() as scope:
-                    channel.writer_scope = scope
-                    try:
+                    scope.cancel()
+                try:
+                    while True:
+                        while channel.full():
+                            await channel.wait_changed()
                         message = await ws.receive()
-                    except ConnectionClosed as exc:
-                        channel.writer_end = _writer_end(exc)
-                        return
-                    finally:
-                        channel.writer_scope = None
-                if scope.cancelled_caught:
-                    break
-                channel.buffer.append(message)
-                size = len(message)
-                channel.buffered_bytes += size
-                channel.bytes_in += size
-                channel.frames_in += 1
-                channel.notify()
+                        buffer.append(message)
+                        size = len(message)
+                        channel.buffered_bytes += size
+                        channel.bytes_in += size
+                        channel.frames_in += 1
+                        channel.notify()
+                except ConnectionClosed as exc:
+                    channel.writer_end = _writer_end(exc)
+                    return
+                finally:
+                    channel.writer_scope = None
+            # Only stop_writer cancels the scope: the reader left (or the channel expired).
             assert channel.reader_end is not None
             code, reason = channel.reader_end
             channel.writer_end = (code, reason)
@@ -332,6 +345,8 @@ class ChannelBroker:
         try:
             while True:
                 await ws.receive()  # readers have nothing to say; data frames are dropped
+        except trio.ClosedResourceError:
+            return  # the pump closed the socket after delivering the end of the stream
         except ConnectionClosed as exc:
             if not channel.delivered:
                 code, reason = _reader_end(exc)
@@ -383,8 +398,8 @@ class ChannelBroker:
 
     async def run(self) -> None:
         """Expire channels whose ends did not all attach within the TTL. Runs until cancelled."""
-        order = self._expiry_order
         while True:
+            order = self._expiry_order
             while order and (
                 order[0].removed or (order[0].writer_attached and order[0].reader_attached)
             ):
@@ -395,7 +410,8 @@ class ChannelBroker:
                 continue
             channel = order[0]
             await trio.sleep_until(channel.expires_at)
-            order.popleft()
+            if self._expiry_order and self._expiry_order[0] is channel:
+                self._expiry_order.popleft()
             if not channel.removed and not (channel.writer_attached and channel.reader_attached):
                 logger.info("channel %s expired", channel.channel_id)
                 self._expire(channel)

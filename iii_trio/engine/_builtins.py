@@ -36,7 +36,9 @@ def _payload(data: JSON) -> dict[str, JSON]:
 
 def _opt(payload: dict[str, JSON], key: str, kind: type[object], kind_name: str) -> JSON:
     value = payload.get(key)
-    if value is not None and (not isinstance(value, kind) or isinstance(value, bool) is not (kind is bool)):
+    if value is not None and (
+        not isinstance(value, kind) or isinstance(value, bool) is not (kind is bool)
+    ):
         raise BuiltinError(INVALID_PAYLOAD, f"'{key}' must be {kind_name}")
     return value
 
@@ -67,7 +69,11 @@ def functions_list(engine: Engine, caller: WorkerConnection, data: JSON) -> JSON
     if include_internal:
         for function_id in sorted(BUILTINS):
             rows.append(
-                {"function_id": function_id, "namespace": DEFAULT_NAMESPACE, "worker_name": "engine"}
+                {
+                    "function_id": function_id,
+                    "namespace": DEFAULT_NAMESPACE,
+                    "worker_name": "engine",
+                }
             )
     for entry in engine.registry:
         conn = engine.workers.get(entry.worker_id)

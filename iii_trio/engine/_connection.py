@@ -49,6 +49,8 @@ logger = logging.getLogger("iii_trio.engine")
 
 #: Messages queued for one worker before senders wait (backpressure towards the engine).
 OUTBOX_SIZE: Final = 512
+#: Messages routed from one worker before its reader lets other tasks run.
+_YIELD_EVERY: Final = 8
 #: Messages written per socket write at most.
 _BATCH: Final = 256
 _TELEMETRY_PREFIXES: Final = (b"OTLP", b"MTRC", b"LOGS")
@@ -88,13 +90,23 @@ class WorkerConnection:
         return name if isinstance(name, str) else self.worker_id
 
     async def send(self, msg: Message) -> None:
-        """Queue ``msg`` for this worker, waiting while its outbox is full.
+        """Queue ``msg`` for this worker, waiting while its outbox is full (and only then:
+        this is not a schedule point when there is room).
 
         Raises:
             SendFailed: the connection is closed or closing.
         """
+        text = encode(msg)
         try:
-            await self._outbox_send.send(encode(msg))
+            # No schedule point when the outbox has room: a reader task routing a burst of
+            # messages then queues them all before the writer task wakes, and the writer sends
+            # them in one socket write. (A memory channel's ``send`` yields on every call.)
+            self._outbox_send.send_nowait(text)
+        except trio.WouldBlock:
+            try:
+                await self._outbox_send.send(text)
+            except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                raise SendFailed(self.worker_id) from exc
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             raise SendFailed(self.worker_id) from exc
 
@@ -121,7 +133,9 @@ class WorkerConnection:
         logger.info("worker %s connected from %s", self.worker_id, self.peer)
         reason = "closed"
         try:
-            self.post(WorkerRegistered(worker_id=self.worker_id, reattach_token=self.reattach_token))
+            self.post(
+                WorkerRegistered(worker_id=self.worker_id, reattach_token=self.reattach_token)
+            )
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._write_loop, ws)
                 with self._read_scope:
@@ -174,7 +188,16 @@ class WorkerConnection:
             pass  # the socket is closing or gone; the reader loop sees that and ends the session
 
     async def _read_loop(self, ws: WebSocket) -> None:
+        unyielded = 0
         while True:
+            unyielded += 1
+            if unyielded > _YIELD_EVERY:
+                # Routing does not yield while the outboxes have room, and a socket read can
+                # hold many messages. Yield now and then, so that writers send what is routed
+                # so far and the next process can start on it while we go on: the processes
+                # of a call work in parallel instead of passing one big batch around.
+                unyielded = 0
+                await trio.lowlevel.checkpoint()
             raw = await ws.receive()
             if isinstance(raw, bytes) and raw[:4] in _TELEMETRY_PREFIXES:
                 continue  # iii telemetry frames (OTLP/MTRC/LOGS): accepted and dropped
@@ -266,7 +289,10 @@ class WorkerConnection:
 
     async def _reject(self, function_id: str, *, owner: str) -> None:
         logger.warning(
-            "refused %s from worker %s: already registered by %s", function_id, self.worker_id, owner
+            "refused %s from worker %s: already registered by %s",
+            function_id,
+            self.worker_id,
+            owner,
         )
         await self.send(
             RegistrationRejected(
@@ -344,7 +370,9 @@ class WorkerConnection:
         entry = engine.registry.lookup(msg.namespace or DEFAULT_NAMESPACE, function_id)
         executor = engine.workers.get(entry.worker_id) if entry is not None else None
         if entry is None or executor is None:
-            await self._reply_error(msg, codes.FUNCTION_NOT_FOUND, f"Function '{function_id}' not found")
+            await self._reply_error(
+                msg, codes.FUNCTION_NOT_FOUND, f"Function '{function_id}' not found"
+            )
             return
         if entry.http:
             await self._reply_error(

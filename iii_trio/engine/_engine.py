@@ -158,7 +158,12 @@ class Engine:
         make = trio.testing.lockstep_stream_pair if lockstep else trio.testing.memory_stream_pair
         client, server = make()
         self._nursery.start_soon(
-            partial(handle_connection, server, self._route, handshake_timeout=self.config.handshake_timeout)
+            partial(
+                handle_connection,
+                server,
+                self._route,
+                handshake_timeout=self.config.handshake_timeout,
+            )
         )
         await trio.lowlevel.checkpoint()
         return client

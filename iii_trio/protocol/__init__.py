@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+from ._channel_codes import CHANNEL_EXPIRED as CHANNEL_EXPIRED
+from ._channel_codes import CLEAN_EOF as CLEAN_EOF
+from ._channel_codes import ENGINE_SHUTDOWN as ENGINE_SHUTDOWN
+from ._channel_codes import READER_CLOSED as READER_CLOSED
+from ._channel_codes import READER_LOST as READER_LOST
+from ._channel_codes import WRITER_ABORTED as WRITER_ABORTED
+from ._channel_codes import WRITER_LOST as WRITER_LOST
 from ._codec import UNKNOWN_TYPE as UNKNOWN_TYPE
 from ._codec import decode as decode
 from ._codec import dumps as dumps
@@ -38,10 +45,3 @@ from ._messages import UnregisterFunction as UnregisterFunction
 from ._messages import UnregisterTrigger as UnregisterTrigger
 from ._messages import UnregisterTriggerType as UnregisterTriggerType
 from ._messages import WorkerRegistered as WorkerRegistered
-from ._channel_codes import CHANNEL_EXPIRED as CHANNEL_EXPIRED
-from ._channel_codes import CLEAN_EOF as CLEAN_EOF
-from ._channel_codes import ENGINE_SHUTDOWN as ENGINE_SHUTDOWN
-from ._channel_codes import READER_CLOSED as READER_CLOSED
-from ._channel_codes import READER_LOST as READER_LOST
-from ._channel_codes import WRITER_ABORTED as WRITER_ABORTED
-from ._channel_codes import WRITER_LOST as WRITER_LOST

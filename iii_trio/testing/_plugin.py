@@ -38,7 +38,9 @@ async def iii_worker(iii_engine: Engine) -> AsyncIterator[WorkerFactory]:
     async with trio.open_nursery() as nursery:
 
         async def serve(
-            options: dict[str, Any], *, task_status: trio.TaskStatus[Worker] = trio.TASK_STATUS_IGNORED
+            options: dict[str, Any],
+            *,
+            task_status: trio.TaskStatus[Worker] = trio.TASK_STATUS_IGNORED,
         ) -> None:
             async with connect_worker(**options) as worker:
                 task_status.started(worker)

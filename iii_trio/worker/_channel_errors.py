@@ -24,7 +24,9 @@ class ChannelBroken(trio.BrokenResourceError):
     """
 
     def __init__(self, code: int, reason: str) -> None:
-        super().__init__(f"channel closed with {code}: {reason}" if reason else f"channel closed with {code}")
+        super().__init__(
+            f"channel closed with {code}: {reason}" if reason else f"channel closed with {code}"
+        )
         self.code = code
         self.reason = reason
 

@@ -69,13 +69,18 @@ class ChannelEndpoint:
         query = f"key={quote(ref.access_key, safe='')}&dir={ref.direction}"
         if parts.query:
             query = f"{parts.query}&{query}"
-        return f"{parts.scheme}://{parts.netloc}/ws/channels/{quote(ref.channel_id, safe='')}?{query}"
+        return (
+            f"{parts.scheme}://{parts.netloc}/ws/channels/{quote(ref.channel_id, safe='')}?{query}"
+        )
 
     async def connect(self, ref: StreamChannelRef) -> WebSocket:
         """Raises: ChannelRefused, OSError, trio.TooSlowError."""
         try:
             return await connect_websocket(
-                self.url_for(ref), headers=self.headers, max_message_size=MAX_FRAME, dialer=self.dialer
+                self.url_for(ref),
+                headers=self.headers,
+                max_message_size=MAX_FRAME,
+                dialer=self.dialer,
             )
         except HandshakeError as exc:
             raise ChannelRefused(exc.status, str(exc)) from exc
@@ -141,6 +146,8 @@ class ChannelWriter(trio.abc.SendStream):
         self.bytes_sent = 0
 
     async def _socket(self) -> WebSocket:
+        if self._ws is not None:  # fast path: every send_all after the first
+            return self._ws
         async with self._connect_lock:
             if self._ws is None:
                 if self._error is not None:
@@ -184,7 +191,9 @@ class ChannelWriter(trio.abc.SendStream):
         if self._closed:
             return trio.ClosedResourceError("this channel writer was closed")
         if self._error is None:
-            code, reason = (exc.code, exc.reason) if isinstance(exc, ConnectionClosed) else (1006, str(exc))
+            code, reason = (
+                (exc.code, exc.reason) if isinstance(exc, ConnectionClosed) else (1006, str(exc))
+            )
             self._error = channel_error(code, reason)
         return self._error
 
@@ -398,7 +407,12 @@ class ChannelReader(trio.abc.ReceiveStream):
                     with trio.CancelScope() as self._pump_scope:
                         while not self._closed:
                             item = await ws.receive()
-                            await self._send.send(item)
+                            try:
+                                # No schedule point per frame while the queue has room (the
+                                # socket reads yield); wait only when it is full.
+                                self._send.send_nowait(item)
+                            except trio.WouldBlock:
+                                await self._send.send(item)
                 except ConnectionClosed as exc:
                     self._end = (exc.code, exc.reason)
                     if not _is_clean(exc.code):

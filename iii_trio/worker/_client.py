@@ -48,13 +48,15 @@ from ..protocol import (
     Message,
     Ping,
     Pong,
-    RegistrationRejected as RegistrationRejectedMessage,
     StreamChannelRef,
     UnregisterFunction,
     WorkerRegistered,
     decode,
     encode,
     structure_ref,
+)
+from ..protocol import (
+    RegistrationRejected as RegistrationRejectedMessage,
 )
 from ._channels import Channel, ChannelEndpoint, ChannelReader, ChannelWriter
 from ._functions import FunctionSpec, Handler, make_spec
@@ -118,10 +120,22 @@ class _Session:
         return True
 
     async def send(self, msg: Message) -> None:
-        """Raises: WorkerDisconnected (the connection is gone), LocalProtocolError."""
+        """Queue ``msg``, waiting while the outbox is full. Not a schedule point otherwise.
+
+        Raises: WorkerDisconnected (the connection is gone), LocalProtocolError.
+        """
         text = encode(msg)
         try:
-            await self._outbox_send.send(text)
+            # No schedule point when the outbox has room (a memory channel's ``send`` yields
+            # on every call): messages queued in one scheduler pass go out in one write.
+            self._outbox_send.send_nowait(text)
+        except trio.WouldBlock:
+            try:
+                await self._outbox_send.send(text)
+            except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                raise WorkerDisconnected(
+                    codes.WORKER_DISCONNECTED, "the connection to the engine was lost"
+                ) from exc
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             raise WorkerDisconnected(
                 codes.WORKER_DISCONNECTED, "the connection to the engine was lost"
@@ -233,10 +247,11 @@ class _Session:
         if msg.invocation_id is None:
             return
         reply = InvocationResult(
-            invocation_id=msg.invocation_id, function_id=msg.function_id, result=None, error=error
+            invocation_id=msg.invocation_id,
+            function_id=msg.function_id,
+            result=None if error is not None else payload_to_json(result),
+            error=error,
         )
-        if error is None:
-            reply = attrs.evolve(reply, result=payload_to_json(result))
         try:
             await self.send(reply)
         except LocalProtocolError as exc:
@@ -518,6 +533,8 @@ class Worker:
                 await session.send(
                     InvokeFunction(function_id=function_id, data=data, action=wire_action)
                 )
+                # session.send does not yield when the outbox has room; trigger always does.
+                await trio.lowlevel.checkpoint()
             return None
         invocation_id = str(uuid.uuid4())
         with _timeout_as_error(seconds, function_id):
@@ -583,6 +600,10 @@ class Worker:
         """Create a channel whose local ends belong to this block: on a normal exit the
         writer ends the stream cleanly and the reader is closed; on an exception or a
         cancellation both are aborted, so the other side sees an error, never a clean end.
+
+        On an exception both ends are claimed even if unused (an end whose ref went to a
+        call that failed would otherwise keep the channel in the engine until its TTL); a
+        remote peer that still tries to attach one of them is refused (409).
         """
         async with trio.open_nursery() as nursery:
             channel = await self._create_channel(nursery, buffer_size)
@@ -590,6 +611,8 @@ class Worker:
             try:
                 yield channel
             except BaseException as exc:
+                for end in ends:
+                    end._attach_on_close = True
                 await abort_ends(ends, exc)
                 raise
             else:
@@ -681,7 +704,10 @@ class Worker:
                     delay = _backoff(attempt)
                     attempt += 1
                     logger.warning(
-                        "cannot reach the engine at %s (%s); retrying in %.1fs", self.url, exc, delay
+                        "cannot reach the engine at %s (%s); retrying in %.1fs",
+                        self.url,
+                        exc,
+                        delay,
                     )
                     await trio.sleep(delay)  # sleep-ok: reconnect backoff
                     continue
@@ -755,7 +781,7 @@ class Worker:
 
 
 def _backoff(attempt: int) -> float:
-    delay = min(RECONNECT_DELAY * 2**attempt, RECONNECT_MAX_DELAY)
+    delay: float = min(RECONNECT_DELAY * 2.0**attempt, RECONNECT_MAX_DELAY)
     return delay * random.uniform(0.7, 1.3)
 
 
