@@ -129,7 +129,11 @@ async def soak(args: argparse.Namespace) -> int:
                     async with driver.open_channel() as channel, trio.open_nursery() as nursery:
 
                         async def run() -> None:
-                            result.update(await driver.trigger(target, {"reader": channel.reader_ref}, timeout=60))
+                            result.update(
+                                await driver.trigger(
+                                    target, {"reader": channel.reader_ref}, timeout=60
+                                )
+                            )
 
                         nursery.start_soon(run)
                         await channel.writer.send_all(data)
@@ -171,12 +175,18 @@ async def soak(args: argparse.Namespace) -> int:
                 while True:
                     channels = (await driver.trigger("engine::channels::list", {}))["channels"]
                     workers = (await driver.trigger("engine::workers::list", {}))["workers"]
-                    active = sum(w["active_invocations"] for w in workers if w["name"] != "soak-driver")
+                    active = sum(
+                        w["active_invocations"] for w in workers if w["name"] != "soak-driver"
+                    )
                     if not channels and active == 0:
                         break
-                    await trio.sleep(0.1)  # sleep-ok: polling a remote engine's state in a soak tool
+                    await trio.sleep(
+                        0.1
+                    )  # sleep-ok: polling a remote engine's state in a soak tool
             if channels or active:
-                problems.append(f"engine still holds {len(channels)} channels, {active} invocations")
+                problems.append(
+                    f"engine still holds {len(channels)} channels, {active} invocations"
+                )
             rss_end = _rss_kib(engine.pid)
     finally:
         await pool.stop()
@@ -196,7 +206,9 @@ async def soak(args: argparse.Namespace) -> int:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--calls", type=int, default=10_000)
     parser.add_argument("--transfers", type=int, default=1_000)
     parser.add_argument("--workers", type=int, default=4)

@@ -1,6 +1,6 @@
 """Write docs/api.md from the public surface's signatures and docstrings.
 
-    python docs/gen_api.py > docs/api.md     (tests/test_docs.py checks it is current)
+python docs/gen_api.py > docs/api.md     (tests/test_docs.py checks it is current)
 """
 
 from __future__ import annotations
@@ -42,7 +42,8 @@ def render() -> str:
             members = [
                 (member, value)
                 for member, value in vars(obj).items()
-                if not member.startswith("_") and (inspect.isfunction(value) or isinstance(value, property))
+                if not member.startswith("_")
+                and (inspect.isfunction(value) or isinstance(value, property))
             ]
             for member, value in members:
                 if isinstance(value, property):

@@ -42,7 +42,9 @@ async def main(url: str) -> None:
                 result: dict[str, object] = {}
 
                 async def call() -> None:
-                    result.update(await client.trigger("reports::export", {"writer": channel.writer_ref}))
+                    result.update(
+                        await client.trigger("reports::export", {"writer": channel.writer_ref})
+                    )
 
                 nursery.start_soon(call)
                 size = await iii_trio.receive_file(channel.reader, target)

@@ -76,7 +76,9 @@ async def main(url: str) -> None:
             nursery.start_soon(run, "transform", {"in": a.reader_ref, "out": b.writer_ref})
             nursery.start_soon(run, "produce", {"out": a.writer_ref})
     expected = sum(n * n for n in range(COUNT))
-    print(f"produced {results['produce']}, transformed {results['transform']}, sum {results['consume']}")
+    print(
+        f"produced {results['produce']}, transformed {results['transform']}, sum {results['consume']}"
+    )
     if results["consume"] != expected or results["transform"] != COUNT:
         raise SystemExit(1)
 

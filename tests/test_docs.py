@@ -30,14 +30,26 @@ def test_public_names_are_exported_once_and_documented() -> None:
     # everything public lives in a private module, re-exported
     for name in iii_trio.__all__:
         module = getattr(getattr(iii_trio, name), "__module__", "iii_trio") or ""
-        assert module == "iii_trio" or any(part.startswith("_") for part in module.split(".")[1:]), (name, module)
+        assert module == "iii_trio" or any(
+            part.startswith("_") for part in module.split(".")[1:]
+        ), (name, module)
 
 
 def test_cli_help_everywhere() -> None:
     import subprocess
 
-    for args in (["--help"], ["engine", "--help"], ["demo", "--help"], ["call", "--help"],
-                 ["send", "--help"], ["receive", "--help"], ["functions", "--help"],
-                 ["workers", "--help"], ["channels", "--help"]):
-        done = subprocess.run([sys.executable, "-m", "iii_trio", *args], capture_output=True, text=True, timeout=60)
+    for args in (
+        ["--help"],
+        ["engine", "--help"],
+        ["demo", "--help"],
+        ["call", "--help"],
+        ["send", "--help"],
+        ["receive", "--help"],
+        ["functions", "--help"],
+        ["workers", "--help"],
+        ["channels", "--help"],
+    ):
+        done = subprocess.run(
+            [sys.executable, "-m", "iii_trio", *args], capture_output=True, text=True, timeout=60
+        )
         assert done.returncode == 0 and "usage:" in done.stdout, (args, done.stderr)

@@ -17,7 +17,9 @@ ROOT = Path(__file__).parents[2]
 
 
 @asynccontextmanager
-async def worker_process(url: str, mode: str, arg: str) -> AsyncIterator[tuple[trio.Process, dict[str, Any]]]:
+async def worker_process(
+    url: str, mode: str, arg: str
+) -> AsyncIterator[tuple[trio.Process, dict[str, Any]]]:
     proc = await trio.lowlevel.open_process(
         [sys.executable, str(SCRIPT), url, mode, arg],
         stdin=subprocess.PIPE,

@@ -45,7 +45,9 @@ async def _send_ops(writer: iii_trio.ChannelWriter, ops: list[Op]) -> None:
             await writer.send_message(value)
 
 
-async def _receive_until_end(reader: iii_trio.ChannelReader, sizes: list[int]) -> tuple[list[Op], BaseException | None]:
+async def _receive_until_end(
+    reader: iii_trio.ChannelReader, sizes: list[int]
+) -> tuple[list[Op], BaseException | None]:
     """Everything the reader gets, in order, and how it ended (None = clean EOF). Mixes
     ``receive`` (frames in order) with ``receive_some`` (data only; text messages met on the
     way go to the ``on_message`` callback, in order)."""
@@ -71,7 +73,10 @@ async def _receive_until_end(reader: iii_trio.ChannelReader, sizes: list[int]) -
 
 @given(ops=ops_strategy, sizes=st.lists(st.integers(1, 100_000), max_size=4))
 async def test_everything_arrives_in_order_then_eof(ops: list[Op], sizes: list[int]) -> None:
-    async with iii_trio.open_engine(port=0) as engine, iii_trio.connect_worker(engine.url) as worker:
+    async with (
+        iii_trio.open_engine(port=0) as engine,
+        iii_trio.connect_worker(engine.url) as worker,
+    ):
         with trio.fail_after(30):
             channel = await worker.create_channel()
             writer = worker.channel_writer(channel.writer_ref)
@@ -92,9 +97,16 @@ async def test_everything_arrives_in_order_then_eof(ops: list[Op], sizes: list[i
             await engine.wait_until(lambda e: not e.broker.channels)
 
 
-@given(ops=ops_strategy, cut=st.integers(0, 12), how=st.sampled_from(["abort", "abort-code", "raise", "cancel"]))
+@given(
+    ops=ops_strategy,
+    cut=st.integers(0, 12),
+    how=st.sampled_from(["abort", "abort-code", "raise", "cancel"]),
+)
 async def test_abort_or_cancel_is_never_a_clean_end(ops: list[Op], cut: int, how: str) -> None:
-    async with iii_trio.open_engine(port=0) as engine, iii_trio.connect_worker(engine.url) as worker:
+    async with (
+        iii_trio.open_engine(port=0) as engine,
+        iii_trio.connect_worker(engine.url) as worker,
+    ):
 
         async def produce(payload: dict[str, Any]) -> None:
             # The writer handed to a handler belongs to its invocation: the SDK aborts it
@@ -144,7 +156,10 @@ async def test_abort_or_cancel_is_never_a_clean_end(ops: list[Op], cut: int, how
 
 @given(ops=ops_strategy, keep=st.integers(0, 6), forceful=st.booleans())
 async def test_reader_leaving_breaks_the_writer(ops: list[Op], keep: int, forceful: bool) -> None:
-    async with iii_trio.open_engine(port=0) as engine, iii_trio.connect_worker(engine.url) as worker:
+    async with (
+        iii_trio.open_engine(port=0) as engine,
+        iii_trio.connect_worker(engine.url) as worker,
+    ):
         with trio.fail_after(30):
             channel = await worker.create_channel()
             writer = worker.channel_writer(channel.writer_ref)

@@ -3,7 +3,6 @@ bounded buffering, expiry, faults in other processes, file helpers."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import signal
@@ -49,7 +48,7 @@ async def test_unknown_channel_or_wrong_key_is_404_before_upgrade(iii_engine, ii
     cid = channel.reader_ref.channel_id
     cases = {
         f"/ws/channels/{cid}?key=wrong&dir=read": 404,
-        f"/ws/channels/nope?key=x&dir=read": 404,
+        "/ws/channels/nope?key=x&dir=read": 404,
         # each end has its own key: the reader's key does not open the write end
         f"/ws/channels/{cid}?key={channel.reader_ref.access_key}&dir=write": 404,
         f"/ws/channels/{cid}?dir=read": 400,
@@ -68,7 +67,9 @@ async def test_unknown_channel_or_wrong_key_is_404_before_upgrade(iii_engine, ii
         assert await reader.read_all() == b"ok"
 
 
-async def test_writer_closed_before_it_ever_connected_still_ends_the_stream(iii_engine, iii_worker) -> None:
+async def test_writer_closed_before_it_ever_connected_still_ends_the_stream(
+    iii_engine, iii_worker
+) -> None:
     worker = await iii_worker()
     channel = await worker.create_channel()
     writer = worker.channel_writer(channel.writer_ref)
@@ -79,7 +80,9 @@ async def test_writer_closed_before_it_ever_connected_still_ends_the_stream(iii_
     await _no_channels(iii_engine)
 
 
-async def test_data_written_before_the_reader_attaches_survives_the_close(iii_engine, iii_worker) -> None:
+async def test_data_written_before_the_reader_attaches_survives_the_close(
+    iii_engine, iii_worker
+) -> None:
     producer = await iii_worker(name="producer")
     consumer = await iii_worker(name="consumer")
     channel = await producer.create_channel()
@@ -202,7 +205,10 @@ async def test_buffering_is_bounded_in_bytes() -> None:
                 with trio.fail_after(60):
                     while received < 400 * 256 * 1024:
                         received += len(await reader.receive_some())
-                        peak = max(peak, engine.broker.channels[channel.writer_ref.channel_id].buffered_bytes)
+                        peak = max(
+                            peak,
+                            engine.broker.channels[channel.writer_ref.channel_id].buffered_bytes,
+                        )
                 assert peak <= limit + 256 * 1024
             await writer.aclose()
             with trio.fail_after(10):
@@ -247,7 +253,9 @@ async def test_channels_list_shows_live_channels(iii_engine, iii_worker) -> None
             (row,) = listed["channels"]
             assert row["channel_id"] == channel.writer_ref.channel_id
             assert row["state"] == "streaming" and row["bytes_in"] == 5 and row["bytes_out"] == 5
-            assert "access_key" not in json.dumps(row) and channel.writer_ref.access_key not in json.dumps(row)
+            assert "access_key" not in json.dumps(
+                row
+            ) and channel.writer_ref.access_key not in json.dumps(row)
     await _no_channels(iii_engine)
 
 
@@ -266,14 +274,18 @@ async def test_refs_nested_anywhere_become_live_ends(iii_engine, iii_worker) -> 
     client = await iii_worker(name="client")
     channels = [await client.create_channel() for _ in range(3)]
     with trio.fail_after(10):
-        count = await client.trigger("fan_out", {"targets": {"list": [c.writer_ref for c in channels]}})
+        count = await client.trigger(
+            "fan_out", {"targets": {"list": [c.writer_ref for c in channels]}}
+        )
         assert count == 3
         for i, channel in enumerate(channels):
             assert await channel.reader.read_all() == f"part {i}".encode()
     await _no_channels(iii_engine)
 
 
-async def test_creator_disconnect_does_not_break_channels_held_by_others(iii_engine, iii_worker) -> None:
+async def test_creator_disconnect_does_not_break_channels_held_by_others(
+    iii_engine, iii_worker
+) -> None:
     a = await iii_worker(name="a")
     b = await iii_worker(name="b")
     async with iii_trio.connect_worker(iii_engine.url, name="creator") as creator:
@@ -297,7 +309,9 @@ async def test_file_helpers_with_progress(iii_engine, iii_worker, tmp_path) -> N
 
     async def store(payload):
         seen = []
-        size = await iii_trio.receive_file(payload["reader"], target, progress=lambda n, t: seen.append(n))
+        size = await iii_trio.receive_file(
+            payload["reader"], target, progress=lambda n, t: seen.append(n)
+        )
         return {"size": size, "steps": len(seen), "last": seen[-1]}
 
     server.register_function("store", store)
@@ -312,7 +326,9 @@ async def test_file_helpers_with_progress(iii_engine, iii_worker, tmp_path) -> N
                 result["r"] = await client.trigger("store", {"reader": channel.reader_ref})
 
             nursery.start_soon(call)
-            await iii_trio.send_file(source, channel.writer, progress=lambda n, t: sent_progress.append((n, t)))
+            await iii_trio.send_file(
+                source, channel.writer, progress=lambda n, t: sent_progress.append((n, t))
+            )
     assert target.read_bytes() == data
     assert result["r"]["size"] == len(data) and result["r"]["last"] == len(data)
     assert sent_progress[-1] == (len(data), len(data))

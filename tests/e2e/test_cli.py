@@ -16,7 +16,10 @@ import iii_trio
 async def _cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[bytes]:
     with trio.fail_after(timeout):
         return await trio.run_process(
-            [sys.executable, "-m", "iii_trio", *args], capture_stdout=True, capture_stderr=True, check=False
+            [sys.executable, "-m", "iii_trio", *args],
+            capture_stdout=True,
+            capture_stderr=True,
+            check=False,
         )
 
 
@@ -61,7 +64,18 @@ async def test_send_and_receive_files(iii_engine, iii_worker, tmp_path) -> None:
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == {"stored": "data.bin", "size": source.stat().st_size}
     target = tmp_path / "back.bin"
-    done = await _cli("receive", "--from", "files::get", "--json", '{"name": "data.bin"}', "-o", str(target), "--quiet", "--url", iii_engine.url)
+    done = await _cli(
+        "receive",
+        "--from",
+        "files::get",
+        "--json",
+        '{"name": "data.bin"}',
+        "-o",
+        str(target),
+        "--quiet",
+        "--url",
+        iii_engine.url,
+    )
     assert done.returncode == 0, done.stderr
     assert target.read_bytes() == source.read_bytes()
 

@@ -20,12 +20,29 @@ MAX = 64 * 1024  # the test engine's message limit
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
     max_leaves=12,
 )
 field_names = st.sampled_from(
-    ["id", "function_id", "invocation_id", "data", "action", "result", "error", "worker_id",
-     "timeout_ms", "namespace", "config", "trigger_type", "description", "metadata", "x"]
+    [
+        "id",
+        "function_id",
+        "invocation_id",
+        "data",
+        "action",
+        "result",
+        "error",
+        "worker_id",
+        "timeout_ms",
+        "namespace",
+        "config",
+        "trigger_type",
+        "description",
+        "metadata",
+        "x",
+    ]
 )
 message_like = st.builds(
     lambda tag, fields: json.dumps({"type": tag, **fields}),
@@ -58,12 +75,16 @@ async def _send_raw(ws: Any, data: bytes) -> None:
 
 
 async def _check_engine_still_serves(engine: iii_trio.Engine) -> None:
-    async with iii_trio.connect_worker(engine.url, name="good-server") as server, iii_trio.connect_worker(
-        engine.url, name="good-client"
-    ) as client:
+    async with (
+        iii_trio.connect_worker(engine.url, name="good-server") as server,
+        iii_trio.connect_worker(engine.url, name="good-client") as client,
+    ):
         server.register_function("good::echo", lambda p: p)
         await engine.wait_function("good::echo")
-        assert await client.trigger("good::echo", {"still": "fine"}) == {"still": "fine", "_caller_worker_id": client.worker_id}
+        assert await client.trigger("good::echo", {"still": "fine"}) == {
+            "still": "fine",
+            "_caller_worker_id": client.worker_id,
+        }
         async with client.open_channel() as channel:
             await channel.writer.send_all(b"ok")
             await channel.writer.aclose()
@@ -72,13 +93,17 @@ async def _check_engine_still_serves(engine: iii_trio.Engine) -> None:
 
 @settings(max_examples=120)  # ~2,500 malformed frames per run
 @given(frames=st.lists(frame, min_size=1, max_size=40), fatal=st.none() | fatal_frame)
-async def test_malformed_control_frames(frames: list[tuple[str, Any]], fatal: tuple[str, Any] | None) -> None:
+async def test_malformed_control_frames(
+    frames: list[tuple[str, Any]], fatal: tuple[str, Any] | None
+) -> None:
     async with iii_trio.open_engine(port=0, max_message_size=MAX) as engine:
         with trio.fail_after(20):
             ws = await connect_websocket(engine.url, max_message_size=1 << 22)
             try:
                 for kind, value in frames:
-                    await ws.send(value.encode() if kind == "binary" and isinstance(value, str) else value)
+                    await ws.send(
+                        value.encode() if kind == "binary" and isinstance(value, str) else value
+                    )
                 await ws.send(json.dumps({"type": "ping"}))
                 # Every reply is a well-formed message; the connection stays usable.
                 errors = 0
@@ -86,7 +111,10 @@ async def test_malformed_control_frames(frames: list[tuple[str, Any]], fatal: tu
                     reply = decode(await ws.receive())
                     if isinstance(reply, Error):
                         errors += 1
-                        assert reply.error.code in ("invalid_message", "unknown_type") and reply.error.message
+                        assert (
+                            reply.error.code in ("invalid_message", "unknown_type")
+                            and reply.error.message
+                        )
                     if isinstance(reply, Pong):
                         break
                 if fatal is not None:
@@ -117,8 +145,12 @@ raw_requests = st.one_of(
     st.binary(min_size=1, max_size=500),
     st.just(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"),
     st.just(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc"),
-    st.just(b"GET /ws/channels/x HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"),
-    st.just(b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: short\r\n\r\n"),
+    st.just(
+        b"GET /ws/channels/x HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
+    ),
+    st.just(
+        b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: short\r\n\r\n"
+    ),
     st.just(b"GET / HTTP/1.1\r\n" + b"X-Long: " + b"a" * 20000 + b"\r\n\r\n"),
 )
 
@@ -153,9 +185,17 @@ channel_queries = st.builds(
 )
 
 
-@given(attempts=st.lists(channel_queries, min_size=1, max_size=8), garbage=st.lists(st.binary(max_size=200), max_size=10))
-async def test_channel_sockets_with_wrong_keys_and_garbage(attempts: list[tuple[str, Any, str]], garbage: list[bytes]) -> None:
-    async with iii_trio.open_engine(port=0) as engine, iii_trio.connect_worker(engine.url) as worker:
+@given(
+    attempts=st.lists(channel_queries, min_size=1, max_size=8),
+    garbage=st.lists(st.binary(max_size=200), max_size=10),
+)
+async def test_channel_sockets_with_wrong_keys_and_garbage(
+    attempts: list[tuple[str, Any, str]], garbage: list[bytes]
+) -> None:
+    async with (
+        iii_trio.open_engine(port=0) as engine,
+        iii_trio.connect_worker(engine.url) as worker,
+    ):
         channel = await worker.create_channel()
         w, r = channel.writer_ref, channel.reader_ref
         with trio.fail_after(30):
@@ -164,7 +204,12 @@ async def test_channel_sockets_with_wrong_keys_and_garbage(attempts: list[tuple[
                 other = w if direction == "read" else r
                 parts = []
                 if key != "missing":
-                    parts.append("key=" + {"right": ref.access_key, "wrong": "nope", "other-end": other.access_key}[key])
+                    parts.append(
+                        "key="
+                        + {"right": ref.access_key, "wrong": "nope", "other-end": other.access_key}[
+                            key
+                        ]
+                    )
                 if direction is not None:
                     parts.append(f"dir={direction}")
                 channel_id = ref.channel_id if cid == "right" else "unknown"

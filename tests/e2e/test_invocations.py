@@ -3,8 +3,8 @@
 
 from __future__ import annotations
 
-import trio
 import pytest
+import trio
 
 import iii_trio
 from iii_trio.protocol import (
@@ -84,7 +84,12 @@ async def test_void_trigger_returns_at_once_and_runs(iii_engine, iii_worker) -> 
         assert await client.trigger("slow", {"n": 1}, action="void") is None
         await ran.wait()
         release.set()
-        assert await client.trigger({"function_id": "slow", "payload": {"n": 2}, "action": {"type": "void"}}) is None
+        assert (
+            await client.trigger(
+                {"function_id": "slow", "payload": {"n": 2}, "action": {"type": "void"}}
+            )
+            is None
+        )
     assert seen[0] == 1
     # void invocations still leave the engine's table once answered
     await wait_for(iii_engine, lambda e: len(e.invocations) == 0)
@@ -103,7 +108,9 @@ async def test_caller_worker_id_is_injected(iii_engine, iii_worker) -> None:
         assert await client.trigger("echo", None) is None
 
 
-async def test_duplicate_registration_is_rejected_first_keeps_serving(iii_engine, iii_worker) -> None:
+async def test_duplicate_registration_is_rejected_first_keeps_serving(
+    iii_engine, iii_worker
+) -> None:
     first = await iii_worker(name="first")
     first.register_function("dup", lambda p: "first")
     await iii_engine.wait_function("dup")
@@ -155,7 +162,9 @@ async def test_engine_deadline_answers_the_caller(raw) -> None:
         assert result.error is not None and result.error.code == "invocation_timeout"
         assert len(engine.invocations) == 0
         # A late answer from the executor is dropped quietly.
-        await executor.send(InvocationResult(invocation_id=got.invocation_id, function_id="never", result=1))
+        await executor.send(
+            InvocationResult(invocation_id=got.invocation_id, function_id="never", result=1)
+        )
         await executor.send(Ping())
         assert isinstance(await executor.expect(Pong), Pong)
 
@@ -246,9 +255,15 @@ async def test_result_from_a_connection_not_asked_is_ignored(iii_engine, raw) ->
         await caller.send(InvokeFunction(invocation_id=call_id, function_id="f", data={"v": 1}))
         got = await executor.expect(InvokeFunction)
         assert got.data == {"v": 1, "_caller_worker_id": got.data["_caller_worker_id"]}
-        await intruder.send(InvocationResult(invocation_id=got.invocation_id, function_id="f", result="forged"))
-        await intruder.send(InvocationResult(invocation_id=new_id(), function_id="f", result="stray"))
-        await executor.send(InvocationResult(invocation_id=got.invocation_id, function_id="f", result="real"))
+        await intruder.send(
+            InvocationResult(invocation_id=got.invocation_id, function_id="f", result="forged")
+        )
+        await intruder.send(
+            InvocationResult(invocation_id=new_id(), function_id="f", result="stray")
+        )
+        await executor.send(
+            InvocationResult(invocation_id=got.invocation_id, function_id="f", result="real")
+        )
         result = await caller.expect(InvocationResult)
     assert result.result == "real"
 
@@ -266,8 +281,12 @@ async def test_same_invocation_id_from_two_callers_does_not_collide(iii_engine, 
         await b.send(InvokeFunction(invocation_id=shared, function_id="f", data="b"))
         second = await executor.expect(InvokeFunction)
         assert first.invocation_id != second.invocation_id
-        await executor.send(InvocationResult(invocation_id=second.invocation_id, function_id="f", result="to b"))
-        await executor.send(InvocationResult(invocation_id=first.invocation_id, function_id="f", result="to a"))
+        await executor.send(
+            InvocationResult(invocation_id=second.invocation_id, function_id="f", result="to b")
+        )
+        await executor.send(
+            InvocationResult(invocation_id=first.invocation_id, function_id="f", result="to a")
+        )
         assert (await a.expect(InvocationResult)).result == "to a"
         assert (await b.expect(InvocationResult)).result == "to b"
 
@@ -311,7 +330,9 @@ async def test_builtins(iii_engine, iii_worker) -> None:
         with pytest.raises(iii_trio.InvocationError) as info:
             await client.trigger("engine::functions::list", {"prefix": 5})
         assert info.value.code == "invalid_payload"
-        assert await client.trigger("engine::workers::register", {"name": "renamed"}) == {"success": True}
+        assert await client.trigger("engine::workers::register", {"name": "renamed"}) == {
+            "success": True
+        }
 
 
 async def test_bad_input_gets_errors_and_spares_others(iii_engine, iii_worker, raw) -> None:
@@ -321,15 +342,30 @@ async def test_bad_input_gets_errors_and_spares_others(iii_engine, iii_worker, r
     bad = await raw()
     with trio.fail_after(10):
         await bad.expect(WorkerRegistered)
-        for garbage in ["not json", "[1,2]", '{"type": 5}', '{"type":"nosuchtype"}',
-                        '{"type":"registerfunction","id":7}', b"\x00\xffbinary", "NaN"]:
+        for garbage in [
+            "not json",
+            "[1,2]",
+            '{"type": 5}',
+            '{"type":"nosuchtype"}',
+            '{"type":"registerfunction","id":7}',
+            b"\x00\xffbinary",
+            "NaN",
+        ]:
             await bad.send(garbage)
             reply = await bad.receive()
             assert isinstance(reply, Error), garbage
             assert reply.error.code in ("invalid_message", "unknown_type")
         # A broken invokefunction that still names an id gets an error *result*.
         call_id = new_id()
-        await bad.send({"type": "invokefunction", "invocation_id": call_id, "function_id": "ok", "data": {}, "action": {"type": "bogus"}})
+        await bad.send(
+            {
+                "type": "invokefunction",
+                "invocation_id": call_id,
+                "function_id": "ok",
+                "data": {},
+                "action": {"type": "bogus"},
+            }
+        )
         result = await bad.expect(InvocationResult)
         assert result.invocation_id == call_id and result.error.code == "invalid_message"
         # The same connection still works, and so does everyone else.
@@ -346,7 +382,11 @@ async def test_oversize_message_closes_only_that_connection(raw) -> None:
             await engine.wait_function("ok")
             big = await raw(url=engine.url)
             with trio.fail_after(10):
-                await big.send(InvokeFunction(invocation_id=new_id(), function_id="ok", data="x" * (2 * 1024 * 1024)))
+                await big.send(
+                    InvokeFunction(
+                        invocation_id=new_id(), function_id="ok", data="x" * (2 * 1024 * 1024)
+                    )
+                )
                 with pytest.raises(iii_trio._ws.ConnectionClosed) as info:
                     while True:
                         await big.receive()
@@ -359,7 +399,15 @@ async def test_enqueue_action_is_refused_clearly(iii_engine, raw) -> None:
     conn = await raw()
     call_id = new_id()
     with trio.fail_after(10):
-        await conn.send({"type": "invokefunction", "invocation_id": call_id, "function_id": "x", "data": None, "action": {"type": "enqueue", "queue": "q"}})
+        await conn.send(
+            {
+                "type": "invokefunction",
+                "invocation_id": call_id,
+                "function_id": "x",
+                "data": None,
+                "action": {"type": "enqueue", "queue": "q"},
+            }
+        )
         result = await conn.expect(InvocationResult)
     assert result.error.code == "enqueue_error"
 
@@ -401,7 +449,9 @@ async def test_void_without_reply_for_raw_callers(iii_engine, iii_worker, raw) -
     conn = await raw()
     with trio.fail_after(10):
         # an id *and* void: the engine still sends no reply
-        await conn.send(InvokeFunction(invocation_id=new_id(), function_id="mark", data={}, action=ActionVoid()))
+        await conn.send(
+            InvokeFunction(invocation_id=new_id(), function_id="mark", data={}, action=ActionVoid())
+        )
         await done.wait()
         await conn.send(Ping())
         reply = await conn.receive()

@@ -15,9 +15,10 @@ from tests.e2e.procs import worker_process
 
 
 async def test_two_worker_processes(iii_engine, iii_worker) -> None:
-    async with worker_process(iii_engine.url, "serve", "alpha") as (alpha, a_ready), worker_process(
-        iii_engine.url, "serve", "beta"
-    ) as (beta, b_ready):
+    async with (
+        worker_process(iii_engine.url, "serve", "alpha") as (alpha, a_ready),
+        worker_process(iii_engine.url, "serve", "beta") as (beta, b_ready),
+    ):
         client = await iii_worker(name="client")
         with trio.fail_after(10):
             a = await client.trigger("alpha::echo", {"n": 1})
@@ -27,7 +28,9 @@ async def test_two_worker_processes(iii_engine, iii_worker) -> None:
         assert a["echo"]["n"] == 1 and b["echo"]["n"] == 2
 
 
-async def test_killed_worker_process_fails_its_calls_within_a_second(iii_engine, iii_worker) -> None:
+async def test_killed_worker_process_fails_its_calls_within_a_second(
+    iii_engine, iii_worker
+) -> None:
     client = await iii_worker(name="client")
     async with worker_process(iii_engine.url, "serve", "victim") as (proc, _):
         async with trio.open_nursery() as nursery:
@@ -77,7 +80,10 @@ async def test_engine_restart_reconnects_and_replays_registrations(nursery) -> N
         hung.set()
         await trio.sleep_forever()
 
-    async with iii_trio.connect_worker(url, name="server") as server, iii_trio.connect_worker(url, name="client") as client:
+    async with (
+        iii_trio.connect_worker(url, name="server") as server,
+        iii_trio.connect_worker(url, name="client") as client,
+    ):
         server.register_function("svc::hang", hang)
         server.register_function("svc::ping", lambda p: "pong")
         await engine_box[0].wait_function("svc::ping")
@@ -113,7 +119,9 @@ async def test_token_is_required_everywhere() -> None:
                 await connect_websocket(engine.url, max_message_size=1024)
             assert info.value.status == 401
             with pytest.raises(HandshakeError):
-                await connect_websocket(engine.url, max_message_size=1024, headers=[("Authorization", "Bearer wrong")])
+                await connect_websocket(
+                    engine.url, max_message_size=1024, headers=[("Authorization", "Bearer wrong")]
+                )
             async with iii_trio.connect_worker(engine.url, token="s3cret") as worker:
                 worker.register_function("t::ok", lambda p: "ok")
                 await engine.wait_function("t::ok")
@@ -166,9 +174,10 @@ async def test_graceful_shutdown_drains_then_tells_everyone() -> None:
         async def forever(payload):
             await trio.sleep_forever()
 
-        async with iii_trio.connect_worker(engine.url, name="server", reconnect=False) as server, iii_trio.connect_worker(
-            engine.url, name="client"
-        ) as client:
+        async with (
+            iii_trio.connect_worker(engine.url, name="server", reconnect=False) as server,
+            iii_trio.connect_worker(engine.url, name="client") as client,
+        ):
             server.register_function("s::slow", slow)
             server.register_function("s::forever", forever)
             await engine.wait_function("s::forever")
@@ -196,7 +205,9 @@ async def test_graceful_shutdown_drains_then_tells_everyone() -> None:
                     assert refused.value.code == "engine_shutdown"
                     release.set()  # the slow call finishes inside the drain window
                 assert results["s::slow"] == "finished"
-                assert results["s::forever"] == "invocation_stopped"  # still running at the deadline
+                assert (
+                    results["s::forever"] == "invocation_stopped"
+                )  # still running at the deadline
                 # the reader of a channel still open sees the engine going away, not a clean end
                 with pytest.raises(iii_trio.ChannelAborted) as info:
                     await channel.reader.read_all()
@@ -204,10 +215,13 @@ async def test_graceful_shutdown_drains_then_tells_everyone() -> None:
 
 
 async def test_limits_answer_with_limit_exceeded() -> None:
-    async with iii_trio.open_engine(port=0, max_pending_invocations=3, max_channels_per_worker=2) as engine:
-        async with iii_trio.connect_worker(engine.url, name="server") as server, iii_trio.connect_worker(
-            engine.url, name="client"
-        ) as client:
+    async with iii_trio.open_engine(
+        port=0, max_pending_invocations=3, max_channels_per_worker=2
+    ) as engine:
+        async with (
+            iii_trio.connect_worker(engine.url, name="server") as server,
+            iii_trio.connect_worker(engine.url, name="client") as client,
+        ):
             release = trio.Event()
 
             async def wait(payload):
@@ -218,10 +232,12 @@ async def test_limits_answer_with_limit_exceeded() -> None:
             await engine.wait_function("lim::wait")
             with trio.fail_after(10):
                 async with trio.open_nursery() as nursery:
-                    results: list[object] = []
+                    results: list[int] = []
 
                     async def call(n: int) -> None:
-                        results.append(await client.trigger("lim::wait", n))
+                        result = await client.trigger("lim::wait", n)
+                        assert isinstance(result, int)
+                        results.append(result)
 
                     for n in range(3):
                         nursery.start_soon(call, n)

@@ -36,7 +36,9 @@ async def test_check_one_way_stream_in_process(iii_engine) -> None:
 
         async def stream_maker() -> tuple[iii_trio.ChannelWriter, iii_trio.ChannelReader]:
             channel = await worker.create_channel()
-            return worker.channel_writer(channel.writer_ref), worker.channel_reader(channel.reader_ref)
+            return worker.channel_writer(channel.writer_ref), worker.channel_reader(
+                channel.reader_ref
+            )
 
         with trio.fail_after(60):
             await trio.testing.check_one_way_stream(stream_maker, None)
@@ -53,7 +55,9 @@ async def test_check_one_way_stream_in_process_clogged(iii_engine) -> None:
 
         async def stream_maker() -> tuple[iii_trio.ChannelWriter, iii_trio.ChannelReader]:
             channel = await worker.create_channel(buffer_size=1)
-            return worker.channel_writer(channel.writer_ref), worker.channel_reader(channel.reader_ref)
+            return worker.channel_writer(channel.writer_ref), worker.channel_reader(
+                channel.reader_ref
+            )
 
         async def clogged_stream_maker() -> tuple[iii_trio.ChannelWriter, iii_trio.ChannelReader]:
             writer, reader = await stream_maker()

@@ -44,7 +44,9 @@ def peer_env() -> dict[str, str]:
     return env
 
 
-async def run_peer(kind: str, url: str, name: str, *args: str, timeout: float = 60) -> dict[str, Any]:
+async def run_peer(
+    kind: str, url: str, name: str, *args: str, timeout: float = 60
+) -> dict[str, Any]:
     """Run a one-shot peer mode (call/push/pull) and return its last JSON line."""
     cmd = [*peer_command(kind), "--url", url, "--name", name, *args]
     with trio.fail_after(timeout):

@@ -52,7 +52,10 @@ async def test_official_functions_called_by_our_sdk(kind, iii_engine, iii_worker
     async with serving_peer(kind, iii_engine.url, f"{kind}-server", "peer"):
         client = await iii_worker(name="ours")
         with trio.fail_after(30):
-            assert await client.trigger("peer::echo", {"a": [1, "x"]}) == {"echo": {"a": [1, "x"]}, "peer": kind}
+            assert await client.trigger("peer::echo", {"a": [1, "x"]}) == {
+                "echo": {"a": [1, "x"]},
+                "peer": kind,
+            }
             with pytest.raises(iii_trio.InvocationFailed) as info:
                 await client.trigger("peer::fail", {"why": "testing"})
             assert info.value.message == "boom: testing"
@@ -61,7 +64,11 @@ async def test_official_functions_called_by_our_sdk(kind, iii_engine, iii_worker
             assert await client.trigger("peer::slow", {"ms": 10}) == {"slept": 10}
             assert await client.trigger("peer::echo", {"v": 1}, action="void") is None
             listed = await client.trigger("engine::functions::list", {"prefix": "peer::"})
-            assert {f["function_id"] for f in listed["functions"]} >= {"peer::echo", "peer::sink", "peer::source"}
+            assert {f["function_id"] for f in listed["functions"]} >= {
+                "peer::echo",
+                "peer::sink",
+                "peer::source",
+            }
             workers = await client.trigger("engine::workers::list", {})
             assert f"{kind}-server" in {w["name"] for w in workers["workers"]}
 
@@ -75,7 +82,9 @@ async def test_our_writer_to_official_reader(kind, size, iii_engine, iii_worker)
                 outcome: dict[str, object] = {}
 
                 async def call() -> None:
-                    outcome["result"] = await client.trigger("peer::sink", {"reader": channel.reader_ref})
+                    outcome["result"] = await client.trigger(
+                        "peer::sink", {"reader": channel.reader_ref}
+                    )
 
                 nursery.start_soon(call)
                 sent = await _write_pattern(channel.writer, size, MESSAGES)
@@ -94,7 +103,8 @@ async def test_official_writer_to_our_reader(kind, size, iii_engine, iii_worker)
 
                 async def call() -> None:
                     outcome["result"] = await client.trigger(
-                        "peer::source", {"writer": channel.writer_ref, "size": size, "messages": MESSAGES}
+                        "peer::source",
+                        {"writer": channel.writer_ref, "size": size, "messages": MESSAGES},
                     )
 
                 nursery.start_soon(call)
@@ -122,10 +132,17 @@ async def our_server(iii_engine, iii_worker):
         return {"size": size, "sha256": digest, "messages": messages}
 
     async def source(payload):
-        digest = await _write_pattern(payload["writer"], payload["size"], payload.get("messages", []))
+        digest = await _write_pattern(
+            payload["writer"], payload["size"], payload.get("messages", [])
+        )
         return {"size": payload["size"], "sha256": digest}
 
-    for function_id, handler in {"ours::echo": echo, "ours::fail": fail, "ours::sink": sink, "ours::source": source}.items():
+    for function_id, handler in {
+        "ours::echo": echo,
+        "ours::fail": fail,
+        "ours::sink": sink,
+        "ours::source": source,
+    }.items():
         server.register_function(function_id, handler)
         await iii_engine.wait_function(function_id)
     return server
@@ -133,15 +150,28 @@ async def our_server(iii_engine, iii_worker):
 
 async def test_official_caller_to_our_functions(kind, iii_engine, our_server) -> None:
     url = iii_engine.url
-    got = await run_peer(kind, url, f"{kind}-caller", "call", "--function", "ours::echo", "--payload", json.dumps({"x": [1, 2]}))
+    got = await run_peer(
+        kind,
+        url,
+        f"{kind}-caller",
+        "call",
+        "--function",
+        "ours::echo",
+        "--payload",
+        json.dumps({"x": [1, 2]}),
+    )
     assert got["ok"] is True
     assert got["result"]["echo"]["x"] == [1, 2]
     assert "_caller_worker_id" in got["result"]["echo"]
-    got = await run_peer(kind, url, f"{kind}-caller", "call", "--function", "ours::fail", "--payload", '{"why": "w"}')
+    got = await run_peer(
+        kind, url, f"{kind}-caller", "call", "--function", "ours::fail", "--payload", '{"why": "w"}'
+    )
     assert got == {"ok": False, "code": "invocation_failed", "message": "nope: w"} or (
         got["ok"] is False and got["code"] == "invocation_failed" and "nope: w" in got["message"]
     )
-    got = await run_peer(kind, url, f"{kind}-caller", "call", "--function", "nobody::home", "--payload", "{}")
+    got = await run_peer(
+        kind, url, f"{kind}-caller", "call", "--function", "nobody::home", "--payload", "{}"
+    )
     assert got["ok"] is False and got["code"] == "function_not_found"
     got = await run_peer(kind, url, f"{kind}-caller", "call", "--function", "ours::echo", "--void")
     assert got["ok"] is True and got["result"] is None
@@ -153,8 +183,16 @@ async def test_official_caller_to_our_functions(kind, iii_engine, our_server) ->
 @pytest.mark.parametrize("size", [0, 3 * 1024 * 1024 + 1])
 async def test_official_push_to_our_reader(kind, size, iii_engine, our_server) -> None:
     got = await run_peer(
-        kind, iii_engine.url, f"{kind}-pusher", "push", "--function", "ours::sink", "--size", str(size),
-        "--messages", json.dumps(MESSAGES),
+        kind,
+        iii_engine.url,
+        f"{kind}-pusher",
+        "push",
+        "--function",
+        "ours::sink",
+        "--size",
+        str(size),
+        "--messages",
+        json.dumps(MESSAGES),
     )
     assert got["ok"] is True, got
     assert got["result"] == {"size": size, "sha256": pattern_sha256(size), "messages": MESSAGES}
@@ -164,8 +202,16 @@ async def test_official_push_to_our_reader(kind, size, iii_engine, our_server) -
 @pytest.mark.parametrize("size", [0, 3 * 1024 * 1024 + 1])
 async def test_official_pull_from_our_writer(kind, size, iii_engine, our_server) -> None:
     got = await run_peer(
-        kind, iii_engine.url, f"{kind}-puller", "pull", "--function", "ours::source", "--size", str(size),
-        "--messages", json.dumps(MESSAGES),
+        kind,
+        iii_engine.url,
+        f"{kind}-puller",
+        "pull",
+        "--function",
+        "ours::source",
+        "--size",
+        str(size),
+        "--messages",
+        json.dumps(MESSAGES),
     )
     assert got["ok"] is True, got
     assert got["size"] == size and got["sha256"] == pattern_sha256(size)
@@ -175,10 +221,32 @@ async def test_official_pull_from_our_writer(kind, size, iii_engine, our_server)
 
 async def test_64_mib_both_ways(kind, iii_engine, our_server) -> None:
     size = 64 * 1024 * 1024
-    pushed = await run_peer(kind, iii_engine.url, f"{kind}-big-push", "push", "--function", "ours::sink", "--size", str(size), timeout=120)
+    pushed = await run_peer(
+        kind,
+        iii_engine.url,
+        f"{kind}-big-push",
+        "push",
+        "--function",
+        "ours::sink",
+        "--size",
+        str(size),
+        timeout=120,
+    )
     assert pushed["ok"] is True and pushed["result"]["sha256"] == pattern_sha256(size)
-    pulled = await run_peer(kind, iii_engine.url, f"{kind}-big-pull", "pull", "--function", "ours::source", "--size", str(size), timeout=120)
-    assert pulled["ok"] is True and pulled["sha256"] == pattern_sha256(size) and pulled["size"] == size
+    pulled = await run_peer(
+        kind,
+        iii_engine.url,
+        f"{kind}-big-pull",
+        "pull",
+        "--function",
+        "ours::source",
+        "--size",
+        str(size),
+        timeout=120,
+    )
+    assert (
+        pulled["ok"] is True and pulled["sha256"] == pattern_sha256(size) and pulled["size"] == size
+    )
     await _no_channels_left(iii_engine)
 
 
