@@ -79,6 +79,7 @@ async def _run_engine(args: argparse.Namespace) -> int:
         invocation_timeout=args.invocation_timeout,
         channel_ttl=args.channel_ttl,
         channel_buffer_bytes=args.channel_buffer,
+        channel_memory_limit=args.channel_memory,
         max_message_size=args.max_message_size,
     )
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
@@ -88,6 +89,7 @@ async def _run_engine(args: argparse.Namespace) -> int:
                 f"  token: {'required' if config.token else 'off'}"
                 f"   max message: {config.max_message_size // (1024 * 1024)} MiB"
                 f"   channel buffer: {config.channel_buffer_bytes // 1024} KiB"
+                f" (all channels: {config.channel_memory_limit // (1024 * 1024)} MiB)"
                 f"   channel TTL: {config.channel_ttl:g}s"
                 f"   invocation timeout: {config.invocation_timeout:g}s\n"
                 "  Ctrl-C or SIGTERM stops it.",
@@ -336,6 +338,12 @@ def _parser() -> argparse.ArgumentParser:
         type=int,
         default=defaults.channel_buffer_bytes,
         help="bytes buffered per channel before the writer is slowed down",
+    )
+    engine.add_argument(
+        "--channel-memory",
+        type=int,
+        default=defaults.channel_memory_limit,
+        help="bytes all channels together may buffer (plus one frame per channel)",
     )
     engine.add_argument(
         "--max-message-size",

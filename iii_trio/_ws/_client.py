@@ -46,7 +46,7 @@ async def connect_websocket(
         trio.TooSlowError: no upgrade within ``connect_timeout`` seconds.
     """
     target = parse_ws_url(url)
-    with trio.fail_after(connect_timeout):
+    with trio.move_on_after(connect_timeout):
         stream: trio.abc.Stream
         if dialer is not None:
             stream = await dialer()
@@ -64,7 +64,11 @@ async def connect_websocket(
         except BaseException:
             await trio.aclose_forcefully(stream)
             raise
-    return WebSocket(stream, is_client=True, leftover=leftover, max_message_size=max_message_size)
+        return WebSocket(
+            stream, is_client=True, leftover=leftover, max_message_size=max_message_size
+        )
+    where = "the in-memory engine" if dialer is not None else f"{target.host}:{target.port}"
+    raise trio.TooSlowError(f"no WebSocket upgrade from {where} within {connect_timeout:g}s")
 
 
 async def _read_response(stream: trio.abc.Stream, conn: h11.Connection, key: str) -> bytes:

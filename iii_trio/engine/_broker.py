@@ -8,7 +8,10 @@ decision (404 unknown id or key, 409 already attached) is made before the upgrad
 
 The writer's handler reads frames into the channel's buffer while the buffer holds fewer than
 ``max_bytes`` bytes and ``max_items`` frames; past that it stops reading, so TCP pushes back on
-the writer and engine memory stays bounded whatever the stream's size. The reader's handler
+the writer and engine memory stays bounded whatever the stream's size. All channels together
+also share one :class:`BufferBudget` (``channel_memory_limit``): once it is spent, only writers
+whose buffer is empty may read, so memory stays bounded however many channels are open, and
+every stream with a reading reader still moves. The reader's handler
 sends whatever is buffered (coalesced into few socket writes) and, in a second task, watches
 the reader socket, so a reader that leaves is noticed even while the writer is idle.
 
@@ -65,6 +68,46 @@ class ChannelLimitExceeded(Exception):
     """A worker tried to hold more live channels than the engine allows."""
 
 
+@final
+class BufferBudget:
+    """Bytes buffered by all channels of one engine, against one limit.
+
+    A channel that must wait for room queues itself once. A release wakes queued channels in
+    order, as many as the freed room fits at their last frame's size, so a release costs
+    O(woken), never O(channels), and woken writers do not overshoot the limit by much.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+        self.peak = 0
+        self._waiting: collections.deque[BrokeredChannel] = collections.deque()
+
+    def spent(self) -> bool:
+        return self.used >= self.limit
+
+    def take(self, size: int) -> None:
+        self.used += size
+        if self.used > self.peak:
+            self.peak = self.used
+
+    def release(self, size: int) -> None:
+        self.used -= size
+        waiting = self._waiting
+        room = self.limit - self.used
+        while waiting and room > 0:
+            channel = waiting.popleft()
+            channel.budget_queued = False
+            room -= max(channel.last_frame_size, 1)
+            channel.notify()
+
+    def wait_for_room(self, channel: BrokeredChannel) -> None:
+        """Queue ``channel`` to be notified when room frees up (at most once)."""
+        if not channel.budget_queued:
+            channel.budget_queued = True
+            self._waiting.append(channel)
+
+
 class _Phase(enum.Enum):
     WAITING = "waiting"  # an end has not attached yet
     STREAMING = "streaming"
@@ -83,6 +126,7 @@ class BrokeredChannel:
     expires_at: float
     max_items: int
     max_bytes: int
+    budget: BufferBudget
     buffer: collections.deque[str | bytes] = attrs.field(factory=collections.deque)
     buffered_bytes: int = 0
     writer_attached: bool = False
@@ -100,6 +144,8 @@ class BrokeredChannel:
     bytes_out: int = 0
     frames_in: int = 0
     writer_scope: trio.CancelScope | None = None
+    budget_queued: bool = False
+    last_frame_size: int = 0
     _waiters: trio.lowlevel.ParkingLot = attrs.field(factory=trio.lowlevel.ParkingLot)
 
     def notify(self) -> None:
@@ -111,14 +157,35 @@ class BrokeredChannel:
         await self._waiters.park()
 
     def full(self) -> bool:
-        return self.buffered_bytes >= self.max_bytes or len(self.buffer) >= self.max_items
+        """No room for another frame: this channel's own limits, or the shared budget."""
+        if self.buffered_bytes >= self.max_bytes or len(self.buffer) >= self.max_items:
+            return True
+        if self.buffer and self.budget.spent():
+            self.budget.wait_for_room(self)
+            return True
+        return False
+
+    def add(self, message: str | bytes) -> None:
+        size = len(message)
+        self.buffer.append(message)
+        self.buffered_bytes += size
+        self.budget.take(size)
+        self.bytes_in += size
+        self.frames_in += 1
+        self.last_frame_size = size
+        self.notify()
 
     def take_all(self) -> list[str | bytes]:
         batch = list(self.buffer)
-        self.buffer.clear()
-        self.buffered_bytes = 0
-        self.notify()
+        self.clear()
         return batch
+
+    def clear(self) -> None:
+        """Drop the buffer (taken, or nobody will read it) and give its bytes back."""
+        self.buffer.clear()
+        released, self.buffered_bytes = self.buffered_bytes, 0
+        self.budget.release(released)
+        self.notify()
 
     @property
     def phase(self) -> _Phase:
@@ -134,8 +201,7 @@ class BrokeredChannel:
         """The reader is gone (or the channel expired): make the writer's handler close it."""
         if self.reader_end is None:
             self.reader_end = (code, reason)
-        self.buffer.clear()
-        self.buffered_bytes = 0
+        self.clear()
         if self.writer_scope is not None:
             self.writer_scope.cancel()
         self.notify()
@@ -181,6 +247,7 @@ class ChannelBroker:
         self._by_owner: collections.Counter[str] = collections.Counter()
         self._expiry_order: collections.deque[BrokeredChannel] = collections.deque()
         self._created = trio.Event()
+        self.budget = BufferBudget(config.channel_memory_limit)
         self.finished = 0  # channels that ended, for statistics
 
     # --- creation and attachment -----------------------------------------------------------
@@ -205,6 +272,7 @@ class ChannelBroker:
             expires_at=now + self._config.channel_ttl,
             max_items=min(max(frames, 1), MAX_BUFFER_FRAMES),
             max_bytes=self._config.channel_buffer_bytes,
+            budget=self.budget,
         )
         self.channels[channel.channel_id] = channel
         self._by_owner[owner] += 1
@@ -270,7 +338,6 @@ class ChannelBroker:
     async def _serve_writer(self, channel: BrokeredChannel, ws: WebSocket) -> None:
         # Hot loop: one cancel scope for the whole stream (stop_writer cancels it when the
         # reader goes away), no per-frame allocations beyond the frame itself.
-        buffer = channel.buffer
         try:
             with trio.CancelScope() as scope:
                 channel.writer_scope = scope
@@ -280,13 +347,7 @@ class ChannelBroker:
                     while True:
                         while channel.full():
                             await channel.wait_changed()
-                        message = await ws.receive()
-                        buffer.append(message)
-                        size = len(message)
-                        channel.buffered_bytes += size
-                        channel.bytes_in += size
-                        channel.frames_in += 1
-                        channel.notify()
+                        channel.add(await ws.receive())
                 except ConnectionClosed as exc:
                     channel.writer_end = _writer_end(exc)
                     return
@@ -364,8 +425,7 @@ class ChannelBroker:
 
     def _remove(self, channel: BrokeredChannel) -> None:
         channel.removed = True
-        channel.buffer.clear()
-        channel.buffered_bytes = 0
+        channel.clear()
         self.channels.pop(channel.channel_id, None)
         self._by_owner[channel.owner] -= 1
         if self._by_owner[channel.owner] <= 0:

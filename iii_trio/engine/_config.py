@@ -25,6 +25,10 @@ class EngineConfig:
         max_channel_frame: largest single data frame on a channel socket, in bytes.
         channel_buffer_bytes: bytes a channel buffers between writer and reader before the
             engine stops reading the writer (backpressure).
+        channel_memory_limit: bytes all channels together may buffer. Past it, a writer whose
+            channel already holds data waits until readers drain; a channel with an empty
+            buffer may always take one more frame, so every stream keeps moving. Engine memory
+            for channel data stays under this plus one frame per live channel.
         channel_ttl: seconds an end of a channel may stay unattached before the channel
             expires.
         invocation_timeout: seconds an invocation may run when the caller set no deadline.
@@ -41,6 +45,7 @@ class EngineConfig:
     max_message_size: int = 80 * MiB
     max_channel_frame: int = 16 * MiB
     channel_buffer_bytes: int = 8 * MiB
+    channel_memory_limit: int = 256 * MiB
     channel_ttl: float = 300.0
     invocation_timeout: float = 300.0
     max_invocation_timeout: float = 24 * 3600.0

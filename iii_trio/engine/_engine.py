@@ -47,6 +47,9 @@ class EngineStatistics:
     invocations: int
     channels: int
     channels_finished: int
+    #: Bytes of channel data the engine holds now, and the most it held at once.
+    channel_buffered_bytes: int = 0
+    channel_buffered_peak: int = 0
 
 
 @final
@@ -312,6 +315,8 @@ class Engine:
             invocations=len(self.invocations),
             channels=len(self.broker.channels),
             channels_finished=self.broker.finished,
+            channel_buffered_bytes=self.broker.budget.used,
+            channel_buffered_peak=self.broker.budget.peak,
         )
 
 

@@ -215,6 +215,51 @@ async def test_buffering_is_bounded_in_bytes() -> None:
                 assert await reader.receive_some() == b""
 
 
+async def test_all_channels_share_one_memory_limit() -> None:
+    """Many stalled channels cannot add up past ``channel_memory_limit`` (+ one frame each),
+    and a channel whose reader reads still streams while every other channel is stalled."""
+    limit, frame, count, frames_each = 1024 * 1024, 64 * 1024, 8, 64
+    async with iii_trio.open_engine(
+        port=0, channel_buffer_bytes=8 * 1024 * 1024, channel_memory_limit=limit
+    ) as engine:
+        async with iii_trio.connect_worker(engine.url) as worker:
+            channels = [await worker.create_channel(buffer_size=1024) for _ in range(count)]
+            writers = [worker.channel_writer(c.writer_ref) for c in channels]
+
+            async def write(index: int) -> None:
+                for n in range(frames_each):  # 4 MiB per channel, 32 MiB in all
+                    await writers[index].send_all(bytes([index]) * (frame - 1) + bytes([n]))
+                await writers[index].aclose()
+
+            def held() -> list[int]:
+                return [c.buffered_bytes for c in engine.broker.channels.values()]
+
+            async with trio.open_nursery() as nursery:
+                for index in range(count):
+                    nursery.start_soon(write, index)
+                for _ in range(20):
+                    await trio.testing.wait_all_tasks_blocked()
+                # Everyone is stalled: the engine holds the shared limit, plus at most one frame
+                # per channel, and every channel got at least its first frame in.
+                assert limit <= sum(held()) <= limit + count * frame
+                assert all(size >= frame for size in held())
+                assert engine.statistics().channel_buffered_bytes == sum(held())
+                # Drain the channels one by one, last first: each completes although the others
+                # stay stalled with the shared budget spent.
+                with trio.fail_after(60):
+                    for index in reversed(range(count)):
+                        reader = worker.channel_reader(channels[index].reader_ref)
+                        data = await reader.read_all()
+                        assert len(data) == frames_each * frame
+                        for n in range(frames_each):
+                            chunk = data[n * frame : (n + 1) * frame]
+                            assert chunk == bytes([index]) * (frame - 1) + bytes([n])
+                        assert sum(held()) <= limit + count * frame
+            assert engine.statistics().channel_buffered_peak <= limit + count * frame
+            await engine.wait_until(lambda e: not e.broker.channels)
+            assert engine.statistics().channel_buffered_bytes == 0
+
+
 async def test_unattached_ends_expire() -> None:
     async with iii_trio.open_engine(port=0, channel_ttl=0.3) as engine:
         async with iii_trio.connect_worker(engine.url) as worker:
