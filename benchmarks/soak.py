@@ -139,7 +139,10 @@ async def soak(args: argparse.Namespace) -> int:
                         await channel.writer.send_all(data)
                         await channel.writer.aclose()
                 except* CLEAR_FAILURES as group:
-                    failed.append(type(group.exceptions[0]).__name__)
+                    leaf: BaseException = group
+                    while isinstance(leaf, BaseExceptionGroup):
+                        leaf = leaf.exceptions[0]
+                    failed.append(type(leaf).__name__)
                 if failed:
                     outcomes[f"transfer failed clearly ({failed[0]})"] += 1
                     return

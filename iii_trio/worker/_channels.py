@@ -329,6 +329,9 @@ class ChannelWriter(trio.abc.SendStream):
             with trio.move_on_after(CLOSE_CONNECT_TIMEOUT):
                 try:
                     ws = await self._socket()
+                except ChannelRefused as exc:
+                    # 404/409: the ref was handed on and used, or the channel is over.
+                    logger.debug("channel %s: writer end not needed (%s)", self.ref.channel_id, exc)
                 except trio.BrokenResourceError as exc:
                     logger.warning(
                         "could not deliver the end of channel %s: %s", self.ref.channel_id, exc
@@ -604,6 +607,10 @@ class ChannelReader(trio.abc.ReceiveStream):
             with trio.move_on_after(CLOSE_CONNECT_TIMEOUT):
                 ws = await self._endpoint.connect(self.ref)
                 await ws.close(code, reason)
+        except ChannelRefused as exc:
+            # 404/409: this ref was handed to someone who attached (or the channel is over),
+            # so there is no writer left for this unused end to tell.
+            logger.debug("channel %s: reader end not needed (%s)", self.ref.channel_id, exc)
         except (trio.BrokenResourceError, OSError, trio.TooSlowError) as exc:
             logger.warning("could not tell the writer of channel %s: %s", self.ref.channel_id, exc)
 
