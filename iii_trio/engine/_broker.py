@@ -277,7 +277,7 @@ class ChannelBroker:
         self.channels[channel.channel_id] = channel
         self._by_owner[owner] += 1
         order = self._expiry_order
-        if len(order) > 2 * len(self.channels) + 1024:
+        if len(order) > 2 * len(self.channels) + 64:
             # Finished channels stay in the expiry queue until the TTL sweep reaches them;
             # drop them now and then so the queue stays proportional to the live channels.
             self._expiry_order = order = collections.deque(

@@ -3,6 +3,7 @@ bounded buffering, expiry, faults in other processes, file helpers."""
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import signal
@@ -12,6 +13,7 @@ import trio
 
 import iii_trio
 from iii_trio._ws import HandshakeError, connect_websocket
+from iii_trio.engine._broker import BrokeredChannel
 from iii_trio.protocol import unstructure_ref
 from tests.e2e.procs import worker_process
 
@@ -258,6 +260,24 @@ async def test_all_channels_share_one_memory_limit() -> None:
             assert engine.statistics().channel_buffered_peak <= limit + count * frame
             await engine.wait_until(lambda e: not e.broker.channels)
             assert engine.statistics().channel_buffered_bytes == 0
+
+
+async def test_finished_channels_are_not_retained() -> None:
+    """The engine forgets channels once they end (no history grows with traffic)."""
+    async with iii_trio.open_engine(port=0) as engine:
+        async with iii_trio.connect_worker(engine.url, dialer=engine.connect_in_memory) as worker:
+            with trio.fail_after(60):
+                for n in range(300):
+                    channel = await worker.create_channel()
+                    writer = worker.channel_writer(channel.writer_ref)
+                    reader = worker.channel_reader(channel.reader_ref)
+                    await writer.send_all(b"%d" % n)
+                    await writer.aclose()
+                    assert await reader.read_all() == b"%d" % n
+                await engine.wait_until(lambda e: not e.broker.channels)
+            gc.collect()
+            alive = sum(isinstance(o, BrokeredChannel) for o in gc.get_objects())
+            assert alive <= 100, f"{alive} finished channels still referenced"
 
 
 async def test_unattached_ends_expire() -> None:
