@@ -7,6 +7,12 @@ There is no background task: whoever calls :meth:`WebSocket.receive` drives the 
 at a time. Sends from any task are serialized by a lock and written with as few
 ``send_all`` calls as possible (:meth:`WebSocket.send_many` coalesces a batch).
 
+:meth:`WebSocket.send_many_nowait` writes without a schedule point when nobody holds the lock:
+one non-blocking system call from the calling task, which saves the task switch a hand-off to
+a writer task costs (most of the latency of a small message). If the kernel takes only part of
+the bytes, the rest is kept as the *tail*, which every later write sends first, so frames are
+never interleaved; the caller then owes the connection a :meth:`WebSocket.flush`.
+
 A ``send_all`` that is cancelled part-way leaves an unknown prefix of a frame on the wire, so
 such a cancellation marks the connection broken and drops the TCP connection: the peer sees
 an abnormal closure (1006), never a corrupt message.
@@ -103,6 +109,8 @@ class WebSocket:
         #: The trio socket under a plain TCP stream, read with ``recv_into``.
         self._socket = stream.socket if isinstance(stream, trio.SocketStream) else None
         self._send_lock = trio.Lock()
+        #: Bytes a partial ``send_many_nowait`` left unwritten; every write sends them first.
+        self._tail: list[memoryview] = []
         self._state = _State.OPEN
         self._receiving = False
         self._closed_event = trio.Event()
@@ -292,6 +300,66 @@ class WebSocket:
             self._raise_closed()
         await self._send_buffers(buffers)
 
+    def send_many_nowait(self, messages: Iterable[str | bytes | memoryview]) -> bool:
+        """Write several data messages now, without a schedule point, if nothing else is
+        being written (no task holds the send lock, no tail is pending) and the transport is
+        a socket. Returns False, having written nothing, otherwise (including when the
+        socket cannot take a single byte at once, or has failed: :meth:`send_many` then
+        reports why); the caller sends them the ordinary way.
+
+        True means the messages are on their way: written whole, or written in part with
+        the rest kept as the tail (:attr:`tail_pending`), which goes out before anything sent
+        later. The caller must then make sure :meth:`flush` (or any send) runs.
+        """
+        sock = self._socket
+        if sock is None or self._tail or self._state is not _State.OPEN or self._send_lock.locked():
+            return False
+        fd = sock.fileno()
+        if fd == -1:
+            return False
+        buffers = _encode_batch(messages, mask=self._is_client)
+        try:
+            sent = os.writev(fd, buffers) if len(buffers) <= _IOV_MAX else 0
+        except OSError:
+            # Would block, or the connection failed: the ordinary path waits, or reports
+            # the failure (and closes the connection) properly.
+            return False
+        if not sent:
+            return False
+        total = 0
+        for index, buffer in enumerate(buffers):
+            size = len(buffer)
+            if sent < total + size:
+                rest = [memoryview(b).cast("B") for b in buffers[index:]]
+                rest[0] = rest[0][sent - total :]
+                self._tail = rest
+                break
+            total += size
+        return True
+
+    @property
+    def receive_buffered(self) -> bool:
+        """True if bytes of the peer's next message are already read (a burst goes on)."""
+        return self._reader.buffered > 0
+
+    @property
+    def tail_pending(self) -> bool:
+        """True while bytes of a partial :meth:`send_many_nowait` wait to be written."""
+        return bool(self._tail)
+
+    async def flush(self) -> None:
+        """Write the tail a partial :meth:`send_many_nowait` left, if any (waiting for the
+        socket as :meth:`send` does).
+
+        Raises:
+            ConnectionClosed: the connection broke or the peer closed it.
+            trio.ClosedResourceError: we closed it.
+        """
+        if self._state is not _State.OPEN and not self._tail:
+            await trio.lowlevel.checkpoint()
+            return
+        await self._send_buffers([])
+
     def _raise_closed(self) -> None:
         if self.close_info is not None and not self._closed_locally:
             raise ConnectionClosed(*self.close_info)
@@ -319,7 +387,17 @@ class WebSocket:
 
     async def _send_buffers_locked(self, buffers: list[bytes | memoryview]) -> None:
         if self._state is _State.CLOSED:
+            self._tail = []
             self._raise_closed()
+        if self._tail:
+            # The rest of a partial send_many_nowait: it goes before anything else. It
+            # counts as written from here on: if this write fails or is cancelled, the
+            # connection is dropped anyway.
+            tail, self._tail = self._tail, []
+            buffers = [*tail, *buffers]
+        if not buffers:
+            await trio.lowlevel.checkpoint()
+            return
         sent = False
         try:
             await _send_gathered(self._stream, buffers)
