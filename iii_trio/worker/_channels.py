@@ -32,6 +32,7 @@ import attrs
 import trio
 
 from .._ws import ConnectionClosed, Dialer, HandshakeError, WebSocket, connect_websocket
+from .._ws._client import CONNECT_TIMEOUT
 from .._ws._frames import NO_STATUS, NORMAL_CLOSURE
 from ..protocol import StreamChannelRef
 from ..protocol._channel_codes import READER_CLOSED, WRITER_ABORTED
@@ -63,6 +64,7 @@ class ChannelEndpoint:
     url: str
     headers: tuple[tuple[str, str], ...] = ()
     dialer: Dialer | None = None
+    connect_timeout: float = CONNECT_TIMEOUT
 
     def url_for(self, ref: StreamChannelRef) -> str:
         parts = urlsplit(self.url)
@@ -81,6 +83,7 @@ class ChannelEndpoint:
                 headers=self.headers,
                 max_message_size=MAX_FRAME,
                 dialer=self.dialer,
+                connect_timeout=self.connect_timeout,
             )
         except HandshakeError as exc:
             raise ChannelRefused(exc.status, str(exc)) from exc

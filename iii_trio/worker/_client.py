@@ -36,6 +36,7 @@ from .._errors import (
 )
 from .._version import __version__
 from .._ws import ConnectionClosed, Dialer, HandshakeError, WebSocket, connect_websocket
+from .._ws._client import CONNECT_TIMEOUT
 from ..protocol import (
     JSON,
     Action,
@@ -101,30 +102,47 @@ class FunctionRef:
 
 
 class _Session:
-    """One live connection: its reader loop, its writer task, its invocations."""
+    """One live connection: its reader loop, its writer task, its invocations.
+
+    As on the engine side, a message is written by the sending task itself (one non-blocking
+    system call, no task switch) when the writer is idle, and queued for the writer otherwise
+    (see ``iii_trio.engine._connection``). A direct write wakes the writer, and messages sent
+    until it has run are queued: when many calls are in flight, the tasks that send in one
+    scheduler pass then share one write, instead of one system call each.
+    """
 
     def __init__(self, worker: Worker, ws: WebSocket) -> None:
         self.worker = worker
         self.ws = ws
-        self._outbox_send, self._outbox_receive = trio.open_memory_channel[str](_OUTBOX)
+        #: ``None`` in the outbox asks the writer to write the WebSocket's tail.
+        self._outbox_send, self._outbox_receive = trio.open_memory_channel[str | None](_OUTBOX)
         self.nursery: trio.Nursery | None = None
+        #: True while the writer waits for the outbox with nothing in hand.
+        self._writer_idle = False
+        self._closed = False
 
     def post(self, msg: Message) -> bool:
         """Queue ``msg`` without waiting; False if the outbox is full (or closed)."""
+        text = encode(msg)
+        if self._write_now(text):
+            return True
         try:
-            self._outbox_send.send_nowait(encode(msg))
+            self._outbox_send.send_nowait(text)
         except trio.WouldBlock:
             return False
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             return True  # the connection is gone: replayed on the next one
+        self._writer_idle = False
         return True
 
     async def send(self, msg: Message) -> None:
-        """Queue ``msg``, waiting while the outbox is full. Not a schedule point otherwise.
+        """Send ``msg``, waiting while the outbox is full. Not a schedule point otherwise.
 
         Raises: WorkerDisconnected (the connection is gone), LocalProtocolError.
         """
         text = encode(msg)
+        if self._write_now(text):
+            return
         try:
             # No schedule point when the outbox has room (a memory channel's ``send`` yields
             # on every call): messages queued in one scheduler pass go out in one write.
@@ -140,6 +158,22 @@ class _Session:
             raise WorkerDisconnected(
                 codes.WORKER_DISCONNECTED, "the connection to the engine was lost"
             ) from exc
+        self._writer_idle = False
+
+    def _write_now(self, text: str) -> bool:
+        """Write ``text`` from the calling task if the writer is idle; False if it must be
+        queued instead."""
+        ws = self.ws
+        if not self._writer_idle or not ws.send_many_nowait((text,)):
+            return False
+        # Wake the writer (to write the tail of a partial write, if any): until it has run,
+        # messages are queued and leave together.
+        self._writer_idle = False
+        try:
+            self._outbox_send.send_nowait(None)
+        except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
+            pass  # closing: the connection is being dropped
+        return True
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> str:
         """Serve until the connection ends; returns why."""
@@ -174,6 +208,8 @@ class _Session:
                     reason = f"{exc.code} {exc.reason}".strip()
                 nursery.cancel_scope.cancel()
         finally:
+            self._closed = True
+            self._writer_idle = False
             self._outbox_receive.close()
             self._outbox_send.close()
             if not self.ws.closed:
@@ -184,15 +220,28 @@ class _Session:
     async def _write_loop(self) -> None:
         receive = self._outbox_receive
         try:
-            async for first in receive:
-                batch = [first]
+            while True:
+                try:
+                    first = receive.receive_nowait()
+                except trio.WouldBlock:
+                    # Nothing queued and nothing in hand: senders may write directly until
+                    # they queue something (which clears the flag and wakes us).
+                    self._writer_idle = not self._closed
+                    try:
+                        first = await receive.receive()
+                    finally:
+                        self._writer_idle = False
+                batch = [] if first is None else [first]
                 while len(batch) < _BATCH:
                     try:
-                        batch.append(receive.receive_nowait())
+                        text = receive.receive_nowait()
                     except (trio.WouldBlock, trio.EndOfChannel):
                         break
-                await self.ws.send_many(batch)
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    if text is not None:
+                        batch.append(text)
+                if batch or self.ws.tail_pending:
+                    await self.ws.send_many(batch)  # the tail of a partial direct write first
+        except (trio.EndOfChannel, trio.BrokenResourceError, trio.ClosedResourceError):
             pass  # the socket is closing or gone; the reader loop sees that and ends the session
 
     async def _read_loop(self) -> None:
@@ -284,6 +333,7 @@ class Worker:
         reconnect: bool = True,
         invocation_timeout: float = INVOCATION_TIMEOUT,
         dialer: Dialer | None = None,
+        connect_timeout: float = CONNECT_TIMEOUT,
     ) -> None:
         self.url = url
         self.name = name or f"{socket.gethostname()}:{os.getpid()}"
@@ -295,7 +345,8 @@ class Worker:
             header_list.append(("Authorization", f"Bearer {token}"))
         self._headers = tuple(header_list)
         self._dialer = dialer
-        self.channels = ChannelEndpoint(url, self._headers, dialer)
+        self.connect_timeout = connect_timeout
+        self.channels = ChannelEndpoint(url, self._headers, dialer, connect_timeout)
         self.functions: dict[str, FunctionSpec] = {}
         #: Registrations the engine refused, by function id.
         self.rejections: dict[str, RegistrationRejected] = {}
@@ -697,6 +748,7 @@ class Worker:
                         headers=self._headers,
                         max_message_size=MAX_MESSAGE_SIZE,
                         dialer=self._dialer,
+                        connect_timeout=self.connect_timeout,
                     )
                 except (OSError, HandshakeError, trio.TooSlowError) as exc:
                     if first:
@@ -855,12 +907,15 @@ async def connect_worker(
     reconnect: bool = True,
     invocation_timeout: float = INVOCATION_TIMEOUT,
     dialer: Dialer | None = None,
+    connect_timeout: float = CONNECT_TIMEOUT,
 ) -> AsyncIterator[Worker]:
     """Connect a worker to an engine for the duration of the block.
 
     ``url`` defaults to ``$III_URL`` or ``ws://127.0.0.1:49134``; ``token`` to ``$III_TOKEN``.
     ``dialer`` replaces TCP for every socket the worker opens (see
     :meth:`iii_trio.Engine.connect_in_memory` for an engine in the same process).
+    ``connect_timeout`` bounds each WebSocket opening handshake (the worker's own and every
+    channel socket's); raise it for engines under heavy load.
     On exit the connection closes and every channel the worker owns is closed.
 
     Raises:
@@ -876,11 +931,29 @@ async def connect_worker(
         reconnect=reconnect,
         invocation_timeout=invocation_timeout,
         dialer=dialer,
+        connect_timeout=connect_timeout,
     )
-    async with trio.open_nursery() as nursery:
-        await nursery.start(worker.run)
-        try:
-            yield worker
-        finally:
-            worker._closing = True
-            nursery.cancel_scope.cancel()
+    connected = False
+    try:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(worker.run)
+            connected = True
+            try:
+                yield worker
+            finally:
+                worker._closing = True
+                nursery.cancel_scope.cancel()
+    except BaseExceptionGroup as group:
+        # The first connection failed: raise what failed (as documented), not the nursery's
+        # wrapping of it.
+        leaf = _leaf(group)
+        if not connected and leaf is not group:
+            raise leaf from leaf.__cause__
+        raise
+
+
+def _leaf(exc: BaseException) -> BaseException:
+    """The single exception inside (nested) one-member groups, else ``exc`` itself."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc

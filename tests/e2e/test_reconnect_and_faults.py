@@ -252,3 +252,25 @@ async def test_limits_answer_with_limit_exceeded() -> None:
                 with pytest.raises(iii_trio.InvocationError) as channel_info:
                     await client.create_channel()
                 assert channel_info.value.code == "limit_exceeded"
+
+
+async def test_connect_timeout_names_the_engine_that_did_not_answer() -> None:
+    # A TCP listener that accepts and never answers the upgrade (a hung or overloaded engine).
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    port = listeners[0].socket.getsockname()[1]
+    held: list[trio.SocketStream] = []
+    async with trio.open_nursery() as nursery:
+
+        async def accept_and_hold() -> None:
+            while True:
+                held.append(await listeners[0].accept())
+
+        nursery.start_soon(accept_and_hold)
+        with trio.fail_after(10), pytest.raises(trio.TooSlowError) as info:
+            async with iii_trio.connect_worker(f"ws://127.0.0.1:{port}", connect_timeout=0.3):
+                pass
+        assert f"no WebSocket upgrade from 127.0.0.1:{port} within 0.3s" in str(info.value)
+        nursery.cancel_scope.cancel()
+    for stream in held:
+        await stream.aclose()
+    await listeners[0].aclose()
