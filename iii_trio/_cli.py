@@ -72,16 +72,20 @@ class _Progress:
 
 
 async def _run_engine(args: argparse.Namespace) -> int:
-    config = EngineConfig(
-        host=args.host,
-        port=args.port,
-        token=args.token or os.environ.get("III_TOKEN") or None,
-        invocation_timeout=args.invocation_timeout,
-        channel_ttl=args.channel_ttl,
-        channel_buffer_bytes=args.channel_buffer,
-        channel_memory_limit=args.channel_memory,
-        max_message_size=args.max_message_size,
-    )
+    try:
+        config = EngineConfig(
+            host=args.host,
+            port=args.port,
+            token=args.token or os.environ.get("III_TOKEN") or None,
+            invocation_timeout=args.invocation_timeout,
+            channel_ttl=args.channel_ttl,
+            channel_buffer_bytes=args.channel_buffer,
+            channel_memory_limit=args.channel_memory,
+            max_message_size=args.max_message_size,
+        )
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with open_engine(config) as engine:
             print(

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Final
+import math
+from collections.abc import Callable
+from typing import Any, Final
 
 import attrs
 
@@ -11,9 +13,27 @@ DEFAULT_PORT: Final = 49134
 MiB: Final = 1024 * 1024
 
 
+def _positive(instance: object, attribute: attrs.Attribute[Any], value: float) -> None:
+    if not value > 0:  # also refuses NaN
+        raise ValueError(f"EngineConfig.{attribute.name} must be > 0, got {value!r}")
+
+
+def _in_range(low: float, high: float) -> Callable[[object, attrs.Attribute[Any], float], None]:
+    def check(instance: object, attribute: attrs.Attribute[Any], value: float) -> None:
+        if not low <= value <= high:
+            raise ValueError(
+                f"EngineConfig.{attribute.name} must be in [{low:g}, {high:g}], got {value!r}"
+            )
+
+    return check
+
+
 @attrs.frozen(kw_only=True)
 class EngineConfig:
     """How an engine listens and what it allows.
+
+    Raises:
+        ValueError: a size, limit or timeout that is not positive, or a port out of range.
 
     Attributes:
         host: address to bind; loopback unless told otherwise.
@@ -40,16 +60,16 @@ class EngineConfig:
     """
 
     host: str = DEFAULT_HOST
-    port: int = DEFAULT_PORT
+    port: int = attrs.field(default=DEFAULT_PORT, validator=_in_range(0, 65535))
     token: str | None = None
-    max_message_size: int = 80 * MiB
-    max_channel_frame: int = 16 * MiB
-    channel_buffer_bytes: int = 8 * MiB
-    channel_memory_limit: int = 256 * MiB
-    channel_ttl: float = 300.0
-    invocation_timeout: float = 300.0
-    max_invocation_timeout: float = 24 * 3600.0
-    max_pending_invocations: int = 10_000
-    max_channels_per_worker: int = 10_000
-    handshake_timeout: float = 10.0
-    shutdown_timeout: float = 5.0
+    max_message_size: int = attrs.field(default=80 * MiB, validator=_positive)
+    max_channel_frame: int = attrs.field(default=16 * MiB, validator=_positive)
+    channel_buffer_bytes: int = attrs.field(default=8 * MiB, validator=_positive)
+    channel_memory_limit: int = attrs.field(default=256 * MiB, validator=_positive)
+    channel_ttl: float = attrs.field(default=300.0, validator=_positive)
+    invocation_timeout: float = attrs.field(default=300.0, validator=_positive)
+    max_invocation_timeout: float = attrs.field(default=24 * 3600.0, validator=_positive)
+    max_pending_invocations: int = attrs.field(default=10_000, validator=_positive)
+    max_channels_per_worker: int = attrs.field(default=10_000, validator=_positive)
+    handshake_timeout: float = attrs.field(default=10.0, validator=_positive)
+    shutdown_timeout: float = attrs.field(default=5.0, validator=_in_range(0, math.inf))

@@ -7,7 +7,9 @@ import os
 import signal
 import subprocess
 import sys
+from typing import Any
 
+import pytest
 import trio
 
 import iii_trio
@@ -113,3 +115,18 @@ async def test_engine_command_serves_and_stops_on_sigterm() -> None:
             proc.kill()
             await proc.wait()
         await proc.stdout.aclose()
+
+
+async def test_engine_command_refuses_bad_limits() -> None:
+    done = await _cli("engine", "--port", "0", "--channel-buffer", "0")
+    assert done.returncode == 2
+    assert b"channel_buffer_bytes must be > 0" in done.stderr
+    assert b"Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize(
+    "bad", [{"port": 70000}, {"channel_memory_limit": -1}, {"invocation_timeout": float("nan")}]
+)
+def test_engine_config_validates(bad: dict[str, Any]) -> None:
+    with pytest.raises(ValueError, match=next(iter(bad))):
+        iii_trio.EngineConfig(**bad)
