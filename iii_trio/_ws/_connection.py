@@ -424,7 +424,11 @@ class WebSocket:
 
         Waits at most :data:`CLOSE_TIMEOUT` for the peer's Close. Closes the transport even
         when cancelled. Idempotent.
+
+        Raises:
+            ValueError: ``code`` may not be sent (checked before anything happens).
         """
+        payload = close_payload(code, reason)
         if self._state is _State.CLOSED:
             await trio.lowlevel.checkpoint()
             return
@@ -434,11 +438,7 @@ class WebSocket:
                 self._closed_locally = True
                 try:
                     await self._send_frames(
-                        [
-                            encode_frame(
-                                Opcode.CLOSE, close_payload(code, reason), mask=self._is_client
-                            )
-                        ]
+                        [encode_frame(Opcode.CLOSE, payload, mask=self._is_client)]
                     )
                 except trio.BrokenResourceError:
                     return

@@ -80,9 +80,15 @@ def parse_close(payload: bytes) -> tuple[int, str]:
 
 
 def close_payload(code: int, reason: str = "") -> bytes:
-    """The payload of a Close frame; ``reason`` is cut to fit the 125-byte limit."""
+    """The payload of a Close frame; ``reason`` is cut to fit the 125-byte limit.
+
+    Raises:
+        ValueError: ``code`` may not be sent (RFC 6455 section 7.4; 1005 means no code).
+    """
     if code == NO_STATUS:
         return b""
+    if not is_valid_close_code(code):
+        raise ValueError(f"close code {code} may not be sent")
     raw = reason.encode("utf-8")
     if len(raw) > 123:
         raw = raw[:123].decode("utf-8", "ignore").encode("utf-8")

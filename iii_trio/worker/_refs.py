@@ -8,7 +8,6 @@ from typing import Any
 
 from ..protocol import JSON, StreamChannelRef, is_channel_ref, structure_ref, unstructure_ref
 
-
 #: Types that never hold a channel ref (checked first: almost every leaf is one of these).
 _PLAIN: frozenset[type] = frozenset({str, int, float, bool, type(None), bytes})
 

@@ -487,6 +487,9 @@ def test_close_payload() -> None:
     assert payload[2:] == ("é" * 61).encode()
     payload = close_payload(1000, "a" + "€" * 100)  # 1 + 3*40 = 121 bytes, then a partial
     assert payload[2:] == ("a" + "€" * 40).encode()
+    for reserved in (999, 1004, 1006, 1015, 2999, 5000):  # never sent on the wire
+        with pytest.raises(ValueError, match=str(reserved)):
+            close_payload(reserved, "x")
 
 
 @given(st.integers(1000, 4999).filter(is_valid_close_code), st.text())
