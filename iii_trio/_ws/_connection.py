@@ -337,6 +337,13 @@ class WebSocket:
             total += size
         return True
 
+    def trim_receive_buffer(self) -> None:
+        """Hold only the received bytes not yet returned, in a buffer of their size: call it
+        before leaving the connection unread for a while (backpressure). No effect while a
+        task is receiving."""
+        if not self._receiving:
+            self._reader.trim()
+
     @property
     def receive_buffered(self) -> bool:
         """True if bytes of the peer's next message are already read (a burst goes on)."""

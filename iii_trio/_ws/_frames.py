@@ -260,6 +260,22 @@ class FrameReader:
             self._buf = bytearray()
             self._view = memoryview(self._buf)
 
+    def trim(self) -> None:
+        """Shrink the buffer to the bytes not parsed yet, and start the next reads small: for
+        a connection about to sit still (e.g. a channel writer held back by backpressure),
+        so that it does not keep a bulk-sized buffer meanwhile. Only between reads."""
+        pending = self._end - self._start
+        self._read_size = _MIN_READ
+        if len(self._buf) <= pending + _MIN_READ:
+            return
+        new = bytearray(pending)
+        new[:] = self._view[self._start : self._end]
+        self._view.release()
+        self._buf = new
+        self._view = memoryview(new)
+        self._start = 0
+        self._end = pending
+
     @property
     def buffered(self) -> int:
         """Bytes received but not yet returned as part of a message."""

@@ -175,10 +175,15 @@ class BrokeredChannel:
         self.last_frame_size = size
         self.notify()
 
-    def take_all(self) -> list[str | bytes]:
+    def take_all(self) -> tuple[list[str | bytes], int]:
+        """Everything buffered and its size. The bytes stay counted against the engine's
+        budget until the caller has sent them and calls ``budget.release(size)``."""
         batch = list(self.buffer)
-        self.clear()
-        return batch
+        size = self.buffered_bytes
+        self.buffer.clear()
+        self.buffered_bytes = 0
+        self.notify()
+        return batch, size
 
     def clear(self) -> None:
         """Drop the buffer (taken, or nobody will read it) and give its bytes back."""
@@ -345,8 +350,12 @@ class ChannelBroker:
                     scope.cancel()
                 try:
                     while True:
-                        while channel.full():
-                            await channel.wait_changed()
+                        if channel.full():
+                            # Held back: keep only the bytes already read, not a bulk-sized
+                            # read buffer, while this writer waits (1000s of them may).
+                            ws.trim_receive_buffer()
+                            while channel.full():
+                                await channel.wait_changed()
                         channel.add(await ws.receive())
                 except ConnectionClosed as exc:
                     channel.writer_end = _writer_end(exc)
@@ -386,9 +395,14 @@ class ChannelBroker:
         try:
             while channel.reader_end is None:
                 if channel.buffer:
-                    batch = channel.take_all()
-                    await ws.send_many(batch)
-                    channel.bytes_out += sum(map(len, batch))
+                    batch, size = channel.take_all()
+                    try:
+                        await ws.send_many(batch)
+                    finally:
+                        # Counted until written: a slow reader's batch is engine memory too.
+                        del batch
+                        channel.budget.release(size)
+                    channel.bytes_out += size
                 elif channel.writer_end is not None:
                     code, reason = channel.writer_end
                     channel.delivered = True

@@ -547,3 +547,20 @@ def test_mask_block_boundaries(size: int) -> None:
 def test_mask_key_length(key: bytes) -> None:
     with pytest.raises(ValueError, match="4 bytes"):
         python_apply_mask(b"data", key)
+
+
+def test_trim_keeps_unparsed_bytes_in_a_small_buffer() -> None:
+    reader = _reader(max_size=1 << 20)
+    frames = [_frame(Opcode.BINARY, bytes([n]) * 40_000, mask_key=KEY) for n in range(5)]
+    wire = b"".join(frames) + frames[0][:1000]  # five frames and the start of a sixth
+    reader.feed(wire)
+    assert reader.next_message() == (Opcode.BINARY, bytes([0]) * 40_000)
+    pending = len(wire) - len(frames[0])
+    reader.trim()
+    assert len(reader._buf) == pending  # only what is still to parse
+    for n in range(1, 5):
+        assert reader.next_message() == (Opcode.BINARY, bytes([n]) * 40_000)
+    assert reader.next_message() is None
+    reader.feed(frames[0][1000:])  # the rest of the sixth frame
+    assert reader.next_message() == (Opcode.BINARY, bytes([0]) * 40_000)
+    assert reader.buffered == 0
