@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ssl
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Final
+from typing import Final, Protocol, overload, runtime_checkable
 
 import h11
 import trio
@@ -18,13 +18,52 @@ from ._handshake import (
     new_client_key,
     parse_ws_url,
 )
+from ._socket import MessageSocket
 
 #: Seconds for TCP connect plus the opening handshake.
 CONNECT_TIMEOUT: Final = 10.0
 
 Dialer = Callable[[], Awaitable[trio.abc.Stream]]
 """Opens the transport for a connection instead of TCP (e.g. an in-memory stream to an
-embedded engine, see :meth:`iii_trio.Engine.connect_in_memory`)."""
+embedded engine, see :meth:`iii_trio.Engine.connect_in_memory`). A dialer that is also a
+:class:`MessageDialer` opens whole message sockets instead (:attr:`iii_trio.Engine.local_dialer`)."""
+
+
+@runtime_checkable
+class MessageDialer(Protocol):
+    """A dialer for a server in the same process: opens message sockets, no bytes at all."""
+
+    async def __call__(self) -> trio.abc.Stream: ...
+
+    async def open_websocket(
+        self, resource: str, headers: Sequence[tuple[str, str]], *, max_message_size: int
+    ) -> MessageSocket:
+        """Raises: HandshakeError (the server refused), RuntimeError (it is not running)."""
+        ...
+
+
+@overload
+async def connect_websocket(
+    url: str,
+    *,
+    headers: Sequence[tuple[str, str]] = (),
+    max_message_size: int,
+    connect_timeout: float = CONNECT_TIMEOUT,
+    ssl_context: ssl.SSLContext | None = None,
+    dialer: None = None,
+) -> WebSocket: ...
+
+
+@overload
+async def connect_websocket(
+    url: str,
+    *,
+    headers: Sequence[tuple[str, str]] = (),
+    max_message_size: int,
+    connect_timeout: float = CONNECT_TIMEOUT,
+    ssl_context: ssl.SSLContext | None = None,
+    dialer: Dialer | None,
+) -> MessageSocket: ...
 
 
 async def connect_websocket(
@@ -35,7 +74,7 @@ async def connect_websocket(
     connect_timeout: float = CONNECT_TIMEOUT,
     ssl_context: ssl.SSLContext | None = None,
     dialer: Dialer | None = None,
-) -> WebSocket:
+) -> MessageSocket:
     """Connect and complete the opening handshake.
 
     Raises:
@@ -47,6 +86,10 @@ async def connect_websocket(
     """
     target = parse_ws_url(url)
     with trio.move_on_after(connect_timeout):
+        if isinstance(dialer, MessageDialer):
+            return await dialer.open_websocket(
+                target.resource, headers, max_message_size=max_message_size
+            )
         stream: trio.abc.Stream
         if dialer is not None:
             stream = await dialer()

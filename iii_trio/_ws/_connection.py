@@ -118,6 +118,9 @@ class WebSocket:
         self.close_info: tuple[int, str] | None = None
         self._closed_locally = False
         self.bytes_received = 0
+        #: The peer's message size limit is not known over a socket.
+        self.max_send_size: int | None = None
+        self.in_process = False
 
     # --- receiving -------------------------------------------------------------------------
 

@@ -3,7 +3,8 @@
 Each TCP connection runs in its own task: read the request head (bounded in time and size),
 ask the router, then either answer an HTTP error before the upgrade or switch protocols and run
 the route's handler. A handler's exception is logged and answered with close 1011; it never
-reaches the other connections.
+reaches the other connections. :func:`open_memory_websocket` runs the same routing and handlers
+for a connection from the same process, with no socket and no bytes (see ``_memory``).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Final
+from urllib.parse import parse_qs, urlsplit
 
 import attrs
 import h11
@@ -23,14 +25,19 @@ from ._handshake import (
     HandshakeError,
     HandshakeRequest,
     accept_response,
+    new_client_key,
     parse_request,
     reject_events,
 )
+from ._memory import MemoryWebSocket, memory_websocket_pair
+from ._socket import MessageSocket
 
 logger = logging.getLogger("iii_trio.ws")
 
 #: Seconds a client has to send a complete upgrade request.
 HANDSHAKE_TIMEOUT: Final = 10.0
+#: The peer name in logs for connections from the same process.
+MEMORY_PEER: Final = "in-process"
 
 
 @attrs.frozen
@@ -41,7 +48,7 @@ class Accept:
     failed (its first receive then raises), so whatever the route claimed is released there.
     """
 
-    handler: Callable[[WebSocket], Awaitable[None]]
+    handler: Callable[[MessageSocket], Awaitable[None]]
     max_message_size: int
 
 
@@ -146,15 +153,69 @@ async def _serve(
         leftover=bytes(leftover),
         max_message_size=decision.max_message_size,
     )
+    await _run_handler(decision, ws, request.path, peer)
+
+
+async def _run_handler(decision: Accept, ws: MessageSocket, path: str, peer: str) -> None:
     try:
         await decision.handler(ws)
     except Exception:
-        logger.exception("handler for %s from %s failed", request.path, peer)
+        logger.exception("handler for %s from %s failed", path, peer)
         with trio.move_on_after(1):
             await ws.close(INTERNAL_ERROR, "internal error")
         raise
     finally:
         await ws.abort() if not ws.closed else None
+
+
+async def open_memory_websocket(
+    router: Router,
+    resource: str,
+    headers: Sequence[tuple[str, str]],
+    *,
+    max_message_size: int,
+    handler_nursery: trio.Nursery,
+) -> MemoryWebSocket:
+    """Upgrade an in-process request for ``resource`` (path and query): ask ``router`` as a
+    socket's request would be asked, run the accepting route's handler in ``handler_nursery``
+    on one half of a :func:`memory_websocket_pair`, and return the other half.
+
+    Raises:
+        HandshakeError: the route refused (``status`` and ``body`` as an HTTP answer has).
+    """
+    # The one schedule point, before anything exists: once the pair is made, nothing may
+    # cancel this call and lose the client half while the handler runs on the other.
+    await trio.lowlevel.checkpoint()
+    parts = urlsplit(resource)
+    query = {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
+    joined: dict[str, str] = {}
+    for name, value in headers:
+        name = name.lower()
+        joined[name] = f"{joined[name]}, {value}" if name in joined else value
+    request = HandshakeRequest(
+        path=parts.path or "/", query=query, headers=joined, key=new_client_key()
+    )
+    decision = router(request, MEMORY_PEER)
+    if isinstance(decision, Reject):
+        body = decision.body.strip()
+        raise HandshakeError(
+            f"server refused the WebSocket upgrade: HTTP {decision.status} {body}".rstrip(),
+            status=decision.status,
+            body=body,
+        )
+    client, server = memory_websocket_pair(
+        client_max_message_size=max_message_size,
+        server_max_message_size=decision.max_message_size,
+    )
+
+    async def run() -> None:
+        try:
+            await _run_handler(decision, server, request.path, MEMORY_PEER)
+        except Exception:
+            pass  # logged by _run_handler; it must not reach the other connections
+
+    handler_nursery.start_soon(run)
+    return client
 
 
 async def serve_websockets(

@@ -26,6 +26,7 @@ from iii_trio._ws import (
     ConnectionClosed,
     HandshakeError,
     HandshakeRequest,
+    MessageSocket,
     Reject,
     WebSocket,
     connect_websocket,
@@ -73,21 +74,21 @@ class Server:
 
 
 def make_router(rec: Recorder) -> Callable[[HandshakeRequest, str], Accept | Reject]:
-    async def echo(ws: WebSocket) -> None:
+    async def echo(ws: MessageSocket) -> None:
         try:
             while True:
                 await ws.send(await ws.receive())
         except ConnectionClosed as exc:
             rec.finish(exc)
 
-    async def record(ws: WebSocket) -> None:
+    async def record(ws: MessageSocket) -> None:
         try:
             while True:
                 rec.received.append(await ws.receive())
         except ConnectionClosed as exc:
             rec.finish(exc)
 
-    async def close_4001(ws: WebSocket) -> None:
+    async def close_4001(ws: MessageSocket) -> None:
         rec.received.append(await ws.receive())
         await ws.close(4001, "why")
         try:
@@ -96,14 +97,14 @@ def make_router(rec: Recorder) -> Callable[[HandshakeRequest, str], Accept | Rej
             rec.after_close = exc
         rec.finish(None)
 
-    async def crash(ws: WebSocket) -> None:
+    async def crash(ws: MessageSocket) -> None:
         await ws.receive()
         raise RuntimeError("handler bug")
 
     def router(request: HandshakeRequest, peer: str) -> Accept | Reject:
         assert peer.startswith("127.0.0.1:")
         rec.accepted.append(request)
-        routes: dict[str, Callable[[WebSocket], Awaitable[None]]] = {
+        routes: dict[str, Callable[[MessageSocket], Awaitable[None]]] = {
             "/echo": echo,
             "/record": record,
             "/close4001": close_4001,
