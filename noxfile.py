@@ -29,6 +29,10 @@ def tests(session: nox.Session) -> None:
     session.install("-e", ".[test]")
     _install_node_peer(session)
     session.run("pytest", *(session.posargs or ["tests/"]))
+    if not session.posargs:
+        # The end-to-end tests again, with the workers on in-process message sockets
+        # (Engine.local_dialer) instead of loopback TCP.
+        session.run("pytest", "tests/e2e", env={"IIITRIO_TEST_TRANSPORT": "local"})
 
 
 @nox.session

@@ -22,6 +22,7 @@ from ._version import __version__ as __version__
 from .engine import Engine as Engine
 from .engine import EngineConfig as EngineConfig
 from .engine import EngineStatistics as EngineStatistics
+from .engine import LocalDialer as LocalDialer
 from .engine import open_engine as open_engine
 from .engine import serve_engine as serve_engine
 from .protocol import StreamChannelRef as StreamChannelRef
@@ -65,6 +66,7 @@ __all__ = [
     "InvocationFailed",
     "InvocationStopped",
     "InvocationTimeout",
+    "LocalDialer",
     "LocalProtocolError",
     "ProtocolError",
     "RegistrationRejected",

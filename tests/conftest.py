@@ -39,3 +39,30 @@ async def raw(iii_engine):
     finally:
         for client in clients:
             await client.ws.abort()
+
+
+if os.environ.get("IIITRIO_TEST_TRANSPORT") == "local":
+    # Run the suite's workers over in-process message sockets (Engine.local_dialer) instead
+    # of loopback TCP: the same tests then check that transport end to end.
+    import trio
+
+    from iii_trio import Engine, Worker, connect_worker
+
+    @pytest.fixture
+    async def iii_worker(iii_engine: Engine):
+        async with trio.open_nursery() as nursery:
+
+            async def serve(options, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+                async with connect_worker(**options) as worker:
+                    task_status.started(worker)
+                    await trio.sleep_forever()
+
+            async def connect(**options) -> Worker:
+                options.setdefault("url", iii_engine.url)
+                if options["url"] == iii_engine.url:
+                    options.setdefault("dialer", iii_engine.local_dialer)
+                worker: Worker = await nursery.start(serve, options)
+                return worker
+
+            yield connect
+            nursery.cancel_scope.cancel()

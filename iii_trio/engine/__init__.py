@@ -5,5 +5,6 @@ from __future__ import annotations
 from ._config import EngineConfig as EngineConfig
 from ._engine import Engine as Engine
 from ._engine import EngineStatistics as EngineStatistics
+from ._engine import LocalDialer as LocalDialer
 from ._engine import open_engine as open_engine
 from ._engine import serve_engine as serve_engine

@@ -13,7 +13,9 @@ also share one :class:`BufferBudget` (``channel_memory_limit``): once it is spen
 whose buffer is empty may read, so memory stays bounded however many channels are open, and
 every stream with a reading reader still moves. The reader's handler
 sends whatever is buffered (coalesced into few socket writes) and, in a second task, watches
-the reader socket, so a reader that leaves is noticed even while the writer is idle.
+the reader socket, so a reader that leaves is noticed even while the writer is idle. A reader
+in the engine's own process (``Engine.local_dialer``) with room in its socket gets each frame
+straight from the writer's handler when nothing is buffered ahead of it: no task in between.
 
 End states are never confused (codes in :mod:`iii_trio.protocol._channel_codes`):
 
@@ -43,7 +45,7 @@ from typing import Final, final
 import attrs
 import trio
 
-from .._ws import Accept, ConnectionClosed, HandshakeRequest, Reject, WebSocket
+from .._ws import Accept, ConnectionClosed, HandshakeRequest, MessageSocket, Reject
 from .._ws._frames import ABNORMAL_CLOSURE, NO_STATUS, NORMAL_CLOSURE
 from ..protocol import JSON
 from ..protocol._channel_codes import (
@@ -144,6 +146,9 @@ class BrokeredChannel:
     bytes_out: int = 0
     frames_in: int = 0
     writer_scope: trio.CancelScope | None = None
+    #: The reader's socket while its pump runs, and whether the pump holds a batch.
+    reader_socket: MessageSocket | None = None
+    pumping: bool = False
     budget_queued: bool = False
     last_frame_size: int = 0
     _waiters: trio.lowlevel.ParkingLot = attrs.field(factory=trio.lowlevel.ParkingLot)
@@ -174,6 +179,21 @@ class BrokeredChannel:
         self.frames_in += 1
         self.last_frame_size = size
         self.notify()
+
+    def hand_over(self, message: str | bytes) -> bool:
+        """Give ``message`` straight to an in-process reader, if nothing is ahead of it (no
+        buffered frame, no batch being sent) and its socket takes it now: no buffering, no
+        pump task in between. False, having done nothing, otherwise."""
+        reader = self.reader_socket
+        if reader is None or self.buffer or self.pumping or not reader.in_process:
+            return False
+        if not reader.send_many_nowait((message,)):
+            return False
+        size = len(message)
+        self.bytes_in += size
+        self.bytes_out += size
+        self.frames_in += 1
+        return True
 
     def take_all(self) -> tuple[list[str | bytes], int]:
         """Everything buffered and its size. The bytes stay counted against the engine's
@@ -212,7 +232,7 @@ class BrokeredChannel:
         self.notify()
 
 
-async def _goodbye(ws: WebSocket) -> None:
+async def _goodbye(ws: MessageSocket) -> None:
     """The engine is stopping under this end: tell its peer (1001) rather than vanish."""
     if not ws.closed:
         with trio.CancelScope(shield=True), trio.move_on_after(1):
@@ -340,7 +360,7 @@ class ChannelBroker:
 
     # --- the two ends ----------------------------------------------------------------------
 
-    async def _serve_writer(self, channel: BrokeredChannel, ws: WebSocket) -> None:
+    async def _serve_writer(self, channel: BrokeredChannel, ws: MessageSocket) -> None:
         # Hot loop: one cancel scope for the whole stream (stop_writer cancels it when the
         # reader goes away), no per-frame allocations beyond the frame itself.
         try:
@@ -356,7 +376,9 @@ class ChannelBroker:
                             ws.trim_receive_buffer()
                             while channel.full():
                                 await channel.wait_changed()
-                        channel.add(await ws.receive())
+                        message = await ws.receive()
+                        if not channel.hand_over(message):
+                            channel.add(message)
                 except ConnectionClosed as exc:
                     channel.writer_end = _writer_end(exc)
                     return
@@ -375,7 +397,7 @@ class ChannelBroker:
             channel.notify()
             self._maybe_remove(channel)
 
-    async def _serve_reader(self, channel: BrokeredChannel, ws: WebSocket) -> None:
+    async def _serve_reader(self, channel: BrokeredChannel, ws: MessageSocket) -> None:
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._watch_reader, channel, ws, nursery.cancel_scope)
@@ -390,18 +412,21 @@ class ChannelBroker:
             channel.reader_running = False
             self._maybe_remove(channel)
 
-    async def _pump_to_reader(self, channel: BrokeredChannel, ws: WebSocket) -> bool:
+    async def _pump_to_reader(self, channel: BrokeredChannel, ws: MessageSocket) -> bool:
         """Send buffered frames, then the writer's end; True once the end was delivered."""
+        channel.reader_socket = ws
         try:
             while channel.reader_end is None:
                 if channel.buffer:
                     batch, size = channel.take_all()
+                    channel.pumping = True
                     try:
                         await ws.send_many(batch)
                     finally:
                         # Counted until written: a slow reader's batch is engine memory too.
                         del batch
                         channel.budget.release(size)
+                        channel.pumping = False
                     channel.bytes_out += size
                 elif channel.writer_end is not None:
                     code, reason = channel.writer_end
@@ -412,10 +437,12 @@ class ChannelBroker:
                     await channel.wait_changed()
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass  # the reader closed or vanished
+        finally:
+            channel.reader_socket = None
         return False
 
     async def _watch_reader(
-        self, channel: BrokeredChannel, ws: WebSocket, scope: trio.CancelScope
+        self, channel: BrokeredChannel, ws: MessageSocket, scope: trio.CancelScope
     ) -> None:
         try:
             while True:

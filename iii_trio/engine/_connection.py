@@ -26,7 +26,7 @@ import trio
 
 from .. import _errors as codes
 from .._errors import RemoteProtocolError
-from .._ws import ConnectionClosed, WebSocket
+from .._ws import ConnectionClosed, MessageSocket
 from ..protocol import (
     JSON,
     ActionEnqueue,
@@ -89,7 +89,7 @@ class WorkerConnection:
         #: ``None`` in the outbox asks the writer to write the WebSocket's tail (see ``_write_now``).
         self._outbox_send, self._outbox_receive = trio.open_memory_channel[str | None](OUTBOX_SIZE)
         self._read_scope = trio.CancelScope()
-        self._ws: WebSocket | None = None
+        self._ws: MessageSocket | None = None
         #: True while the writer waits for the outbox with nothing in hand: a message can
         #: then be written at once by the sender. Cleared by every message queued.
         self._writer_idle = False
@@ -166,7 +166,7 @@ class WorkerConnection:
         except SendFailed:
             pass  # the connection went away while we waited; nothing left to tell
 
-    async def run(self, ws: WebSocket) -> None:
+    async def run(self, ws: MessageSocket) -> None:
         """Serve the connection until either side closes it."""
         engine = self.engine
         engine.workers[self.worker_id] = self
@@ -209,7 +209,7 @@ class WorkerConnection:
         self._writer_idle = False
         self._outbox_send.close()
 
-    async def _flush(self, ws: WebSocket) -> None:
+    async def _flush(self, ws: MessageSocket) -> None:
         batch: list[str] = []
         while True:
             try:
@@ -223,7 +223,7 @@ class WorkerConnection:
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass  # the worker is gone already
 
-    async def _write_loop(self, ws: WebSocket) -> None:
+    async def _write_loop(self, ws: MessageSocket) -> None:
         receive = self._outbox_receive
         try:
             while True:
@@ -249,7 +249,7 @@ class WorkerConnection:
         except (trio.EndOfChannel, trio.BrokenResourceError, trio.ClosedResourceError):
             pass  # the socket is closing or gone; the reader loop sees that and ends the session
 
-    async def _read_loop(self, ws: WebSocket) -> None:
+    async def _read_loop(self, ws: MessageSocket) -> None:
         unyielded = 0
         while True:
             unyielded += 1

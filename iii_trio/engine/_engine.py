@@ -5,7 +5,7 @@ from __future__ import annotations
 import hmac
 import logging
 import math
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from functools import partial
 from typing import Any, Final, final
@@ -19,9 +19,10 @@ from .._ws import (
     Accept,
     ConnectionClosed,
     HandshakeRequest,
+    MessageSocket,
     Reject,
-    WebSocket,
     handle_connection,
+    open_memory_websocket,
     serve_websockets,
 )
 from ..protocol import ErrorBody, InvocationResult, Message
@@ -147,8 +148,9 @@ class Engine:
         self._stop_scope.cancel()
 
     async def connect_in_memory(self, *, lockstep: bool = False) -> trio.abc.Stream:
-        """A client transport to this engine that never touches a socket (for workers in the
-        same process: pass ``dialer=engine.connect_in_memory`` to :func:`connect_worker`).
+        """A client byte stream to this engine that never touches a socket: the full WebSocket
+        framing runs over memory (``dialer=engine.connect_in_memory`` for
+        :func:`connect_worker`). For speed, use :attr:`local_dialer` instead.
 
         ``lockstep=True`` gives a transport with no buffering at all, where every write
         waits for the engine to read it (see ``trio.testing.lockstep_stream_pair``).
@@ -170,6 +172,29 @@ class Engine:
         )
         await trio.lowlevel.checkpoint()
         return client
+
+    @property
+    def local_dialer(self) -> LocalDialer:
+        """The fastest way to connect a worker in the same process:
+        ``connect_worker(engine.url, dialer=engine.local_dialer)``. The worker's connection
+        and its channel sockets become in-process message sockets: messages, and channel
+        data, are passed to the engine as objects, with no framing and no copies, and the
+        engine routes, authorizes, buffers and accounts for them exactly as for sockets."""
+        return LocalDialer(self)
+
+    async def _open_local_websocket(
+        self, resource: str, headers: Sequence[tuple[str, str]], max_message_size: int
+    ) -> MessageSocket:
+        if self._nursery is None or self._accept_scope.cancel_called:
+            await trio.lowlevel.checkpoint()
+            raise ConnectionRefusedError("the engine is not running or is shutting down")
+        return await open_memory_websocket(
+            self._route,
+            resource,
+            headers,
+            max_message_size=max_message_size,
+            handler_nursery=self._nursery,
+        )
 
     def spawn(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> None:
         """Run ``fn(*args)`` in the engine's nursery."""
@@ -320,7 +345,7 @@ class Engine:
         )
 
 
-async def _drain_telemetry(ws: WebSocket) -> None:
+async def _drain_telemetry(ws: MessageSocket) -> None:
     """``/otel``: iii SDKs stream telemetry here; we accept it and drop it."""
     try:
         while True:
@@ -363,3 +388,31 @@ async def serve_engine(
     elif settings:
         config = attrs.evolve(config, **settings)
     await Engine(config).run(task_status=task_status)
+
+
+@final
+@attrs.frozen
+class LocalDialer:
+    """Connects workers to an engine in the same process (:attr:`Engine.local_dialer`).
+
+    As a plain dialer (``await dialer()``) it gives an in-memory byte stream, like
+    :meth:`Engine.connect_in_memory`; :func:`connect_worker` instead asks it for whole
+    message sockets (:meth:`open_websocket`), so nothing is framed or copied.
+    """
+
+    engine: Engine
+
+    async def __call__(self) -> trio.abc.Stream:
+        """Raises: RuntimeError: the engine is not running."""
+        return await self.engine.connect_in_memory()
+
+    async def open_websocket(
+        self, resource: str, headers: Sequence[tuple[str, str]], *, max_message_size: int
+    ) -> MessageSocket:
+        """Upgrade a request for ``resource`` (path and query) to an in-process socket.
+
+        Raises:
+            HandshakeError: the engine refused (401, 404, 409, ... as over a socket).
+            ConnectionRefusedError: the engine is not running, or shutting down.
+        """
+        return await self.engine._open_local_websocket(resource, headers, max_message_size)

@@ -31,7 +31,7 @@ from urllib.parse import quote, urlsplit
 import attrs
 import trio
 
-from .._ws import ConnectionClosed, Dialer, HandshakeError, WebSocket, connect_websocket
+from .._ws import ConnectionClosed, Dialer, HandshakeError, MessageSocket, connect_websocket
 from .._ws._client import CONNECT_TIMEOUT
 from .._ws._frames import NO_STATUS, NORMAL_CLOSURE
 from ..protocol import StreamChannelRef
@@ -75,7 +75,7 @@ class ChannelEndpoint:
             f"{parts.scheme}://{parts.netloc}/ws/channels/{quote(ref.channel_id, safe='')}?{query}"
         )
 
-    async def connect(self, ref: StreamChannelRef) -> WebSocket:
+    async def connect(self, ref: StreamChannelRef) -> MessageSocket:
         """Raises: ChannelRefused, OSError, trio.TooSlowError."""
         try:
             return await connect_websocket(
@@ -138,7 +138,7 @@ class ChannelWriter(trio.abc.SendStream):
         self._endpoint = endpoint
         self._nursery = nursery
         self._chunk = chunk_size
-        self._ws: WebSocket | None = None
+        self._ws: MessageSocket | None = None
         self._connect_lock = trio.Lock()
         self._guard = _Guard("sending on this channel writer")
         self._closed = False
@@ -148,7 +148,7 @@ class ChannelWriter(trio.abc.SendStream):
         self._sending = False
         self.bytes_sent = 0
 
-    async def _socket(self) -> WebSocket:
+    async def _socket(self) -> MessageSocket:
         if self._ws is not None:  # fast path: every send_all after the first
             return self._ws
         async with self._connect_lock:
@@ -166,7 +166,7 @@ class ChannelWriter(trio.abc.SendStream):
                 self._nursery.start_soon(self._watch, ws)
             return self._ws
 
-    async def _watch(self, ws: WebSocket) -> None:
+    async def _watch(self, ws: MessageSocket) -> None:
         # The engine only ever sends a Close here (4002 reader closed, 4003 reader lost, ...).
         try:
             while True:
@@ -221,8 +221,15 @@ class ChannelWriter(trio.abc.SendStream):
                 return
             ws = await self._socket()
             self._check()
-            chunk = self._chunk
-            frames = [view[i : i + chunk] for i in range(0, len(view), chunk)]
+            # A socket that passes objects (in-process) takes data as large as the engine
+            # accepts, so a bytes object travels whole, never copied; over the network,
+            # frames of chunk_size.
+            chunk = ws.max_send_size or self._chunk
+            frames: list[bytes | memoryview]
+            if type(data) is bytes and len(data) <= chunk:
+                frames = [data]  # the common case: one frame, the caller's own object
+            else:
+                frames = [view[i : i + chunk] for i in range(0, len(view), chunk)]
             self._sending = True
             try:
                 for start in range(0, len(frames), _SEND_BATCH):
@@ -375,7 +382,7 @@ class ChannelReader(trio.abc.ReceiveStream):
         self._nursery = nursery
         self._send, self._items = trio.open_memory_channel[str | bytes](queue_frames)
         self._started = False
-        self._ws: WebSocket | None = None
+        self._ws: MessageSocket | None = None
         self._connected = trio.Event()
         self._end: tuple[int, str] | None = None
         self._error: ChannelBroken | trio.BrokenResourceError | None = None
@@ -465,6 +472,8 @@ class ChannelReader(trio.abc.ReceiveStream):
         try:
             item = await self._items.receive()
         except trio.EndOfChannel:
+            # A closed memory channel raises without a schedule point; every receive has one.
+            await trio.lowlevel.cancel_shielded_checkpoint()
             if self._error is not None:
                 raise self._error from None
             raise

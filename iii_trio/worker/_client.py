@@ -35,7 +35,7 @@ from .._errors import (
     invocation_error,
 )
 from .._version import __version__
-from .._ws import ConnectionClosed, Dialer, HandshakeError, WebSocket, connect_websocket
+from .._ws import ConnectionClosed, Dialer, HandshakeError, MessageSocket, connect_websocket
 from .._ws._client import CONNECT_TIMEOUT
 from ..protocol import (
     JSON,
@@ -111,7 +111,7 @@ class _Session:
     scheduler pass then share one write, instead of one system call each.
     """
 
-    def __init__(self, worker: Worker, ws: WebSocket) -> None:
+    def __init__(self, worker: Worker, ws: MessageSocket) -> None:
         self.worker = worker
         self.ws = ws
         #: ``None`` in the outbox asks the writer to write the WebSocket's tail.
