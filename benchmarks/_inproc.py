@@ -1,10 +1,11 @@
 """Benchmark 2: a channel with the engine and both ends in one process (embedded use), and
 its baseline, a trio memory channel passing the same chunk objects.
 
-usage: python -m benchmarks._inproc {iii-tcp,iii-memory,memchan} --size N --chunk N
+usage: python -m benchmarks._inproc {iii-tcp,iii-memory,iii-local,memchan} --size N --chunk N
 
 ``iii-tcp`` connects the worker to the engine over loopback TCP; ``iii-memory`` through
-``Engine.connect_in_memory`` (no sockets at all), when the library has it.
+``Engine.connect_in_memory`` (WebSocket framing over an in-memory byte stream); ``iii-local``
+through ``Engine.local_dialer`` (in-process message sockets), when the library has them.
 
 Prints one JSON line: ``{"event": "result", "elapsed": seconds, "size": ..., ...}``.
 """
@@ -34,13 +35,20 @@ def in_memory_supported() -> bool:
     )
 
 
-async def run_iii(size: int, chunk: int, in_memory: bool) -> dict[str, Any]:
+def local_supported() -> bool:
+    """Whether this iii_trio has in-process message sockets (``Engine.local_dialer``)."""
+    return in_memory_supported() and hasattr(iii_trio.Engine, "local_dialer")
+
+
+async def run_iii(size: int, chunk: int, transport: str) -> dict[str, Any]:
     data = chunks(size, chunk)
     verifier = Verifier(chunk)
     async with iii_trio.open_engine(host="127.0.0.1", port=0) as engine:
         options: dict[str, Any] = {}
-        if in_memory:
+        if transport == "iii-memory":
             options["dialer"] = engine.connect_in_memory  # type: ignore[attr-defined,unused-ignore]
+        elif transport == "iii-local":
+            options["dialer"] = engine.local_dialer  # type: ignore[attr-defined,unused-ignore]
         async with (
             iii_trio.connect_worker(
                 engine.url, name="bench-inproc", reconnect=False, **options
@@ -89,7 +97,7 @@ async def run_memchan(size: int, chunk: int) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("kind", choices=["iii-tcp", "iii-memory", "memchan"])
+    parser.add_argument("kind", choices=["iii-tcp", "iii-memory", "iii-local", "memchan"])
     parser.add_argument("--size", type=int, required=True)
     parser.add_argument("--chunk", type=int, required=True)
     args = parser.parse_args()
@@ -97,7 +105,7 @@ def main() -> None:
     if args.kind == "memchan":
         result = trio.run(run_memchan, args.size, args.chunk)
     else:
-        result = trio.run(run_iii, args.size, args.chunk, args.kind == "iii-memory")
+        result = trio.run(run_iii, args.size, args.chunk, args.kind)
     emit({"event": "result", **result})
 
 

@@ -27,7 +27,7 @@ from ._harness import (
     memory_kib,
     start_engine,
 )
-from ._inproc import in_memory_supported
+from ._inproc import in_memory_supported, local_supported
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -298,6 +298,8 @@ def bench_inproc(config: Config, progress: Progress, deadline: Deadline) -> list
     kinds = ["memchan", "iii-tcp"]
     if in_memory_supported():
         kinds.append("iii-memory")
+    if local_supported():
+        kinds.append("iii-local")
     results: dict[tuple[str, int], list[float]] = {
         (k, c): [] for k in kinds for c in config.chunk_sizes
     }
@@ -312,7 +314,11 @@ def bench_inproc(config: Config, progress: Progress, deadline: Deadline) -> list
     best = kinds[-1]
     rows = []
     for kind in kinds[1:]:
-        transport = "in-memory transport" if kind == "iii-memory" else "loopback TCP"
+        transport = {
+            "iii-tcp": "loopback TCP",
+            "iii-memory": "in-memory byte stream",
+            "iii-local": "Engine.local_dialer",
+        }[kind]
         rows += [
             Row(
                 "2",
