@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import collections
 import enum
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Final, final
 
 import attrs
@@ -43,7 +43,7 @@ from ._frames import (
 )
 
 #: Bytes a half may have queued for its peer before its sends wait (like a socket buffer).
-PIPE_CAPACITY: Final = 1024 * 1024
+PIPE_CAPACITY: Final = 4 * 1024 * 1024
 #: Bytes each message counts on top of its length, so floods of tiny messages are bounded too.
 _MESSAGE_COST: Final = 64
 
@@ -71,6 +71,8 @@ class _Inbox:
     receiver_gone: bool = False
     readable: trio.lowlevel.ParkingLot = attrs.field(factory=trio.lowlevel.ParkingLot)
     writable: trio.lowlevel.ParkingLot = attrs.field(factory=trio.lowlevel.ParkingLot)
+    #: The receiver's :attr:`MemoryWebSocket.receive_hook`.
+    hook: Callable[[str | bytes], bool] | None = None
 
     def full(self) -> bool:
         return self.size >= PIPE_CAPACITY and bool(self.items)
@@ -276,11 +278,17 @@ class MemoryWebSocket:
         limit = self.max_send_size
         assert limit is not None
         items = outbox.items
+        # The hook may take a message only while the receiver waits in receive with nothing
+        # queued: it has then dealt with every earlier message (one it has taken but not yet
+        # dealt with would be overtaken).
+        hook = outbox.hook if outbox.readable else None
         for message in batch:
             size = len(message)
+            if hook is not None and not items and size <= limit and hook(message):
+                continue  # taken by the receiver's hook, in this task
             items.append(message if size <= limit else _Oversize(size))
             outbox.size += _MESSAGE_COST + size
-        if outbox.readable:
+        if items and outbox.readable:
             outbox.readable.unpark_all()
 
     def _send_close(self, code: int, reason: str) -> None:
@@ -289,6 +297,18 @@ class MemoryWebSocket:
             outbox.end = parse_close(close_payload(code, reason))  # as the peer would read it
             outbox.wake_reader()
         self._state = _State.CLOSE_SENT
+
+    @property
+    def receive_hook(self) -> Callable[[str | bytes], bool] | None:
+        """Called by the *sender's* task with each message it sends while a task waits in
+        :meth:`receive` with nothing queued; returning True means the message was taken and
+        will not be queued (the receiver never sees it). Lets a relay pass a message on
+        without a task switch. Must not block or raise."""
+        return self._in.hook
+
+    @receive_hook.setter
+    def receive_hook(self, hook: Callable[[str | bytes], bool] | None) -> None:
+        self._in.hook = hook
 
     # The protocol's no-op members: nothing is ever written partly or read ahead.
 

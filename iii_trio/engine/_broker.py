@@ -15,7 +15,8 @@ every stream with a reading reader still moves. The reader's handler
 sends whatever is buffered (coalesced into few socket writes) and, in a second task, watches
 the reader socket, so a reader that leaves is noticed even while the writer is idle. A reader
 in the engine's own process (``Engine.local_dialer``) with room in its socket gets each frame
-straight from the writer's handler when nothing is buffered ahead of it: no task in between.
+straight from the writer's handler when nothing is buffered ahead of it: no task in between;
+if the writer is in-process too, from the writer's own task (the socket's ``receive_hook``).
 
 End states are never confused (codes in :mod:`iii_trio.protocol._channel_codes`):
 
@@ -45,7 +46,14 @@ from typing import Final, final
 import attrs
 import trio
 
-from .._ws import Accept, ConnectionClosed, HandshakeRequest, MessageSocket, Reject
+from .._ws import (
+    Accept,
+    ConnectionClosed,
+    HandshakeRequest,
+    MemoryWebSocket,
+    MessageSocket,
+    Reject,
+)
 from .._ws._frames import ABNORMAL_CLOSURE, NO_STATUS, NORMAL_CLOSURE
 from ..protocol import JSON
 from ..protocol._channel_codes import (
@@ -363,6 +371,10 @@ class ChannelBroker:
     async def _serve_writer(self, channel: BrokeredChannel, ws: MessageSocket) -> None:
         # Hot loop: one cancel scope for the whole stream (stop_writer cancels it when the
         # reader goes away), no per-frame allocations beyond the frame itself.
+        if isinstance(ws, MemoryWebSocket):
+            # An in-process writer's frames go straight on to an in-process reader from the
+            # writer's own task when nothing is ahead of them (see hand_over).
+            ws.receive_hook = channel.hand_over
         try:
             with trio.CancelScope() as scope:
                 channel.writer_scope = scope
@@ -390,6 +402,8 @@ class ChannelBroker:
             channel.writer_end = (code, reason)
             await ws.close(code, reason)
         finally:
+            if isinstance(ws, MemoryWebSocket):
+                ws.receive_hook = None
             if channel.writer_end is None:
                 channel.writer_end = (ENGINE_SHUTDOWN, "engine shutting down")
                 await _goodbye(ws)

@@ -9,7 +9,9 @@ closed unread still tells the writer). Binary frames carry data, text frames car
 both keep their order.
 
 The reader runs a pump task that moves frames from the socket into a bounded memory channel;
-``receive_some`` takes them from there. The writer writes frames directly (``send_all`` →
+``receive_some`` takes them from there. Over an in-process socket (``Engine.local_dialer``)
+``receive_some`` reads the socket itself, whose queue is bounded too, and the pump task only
+owns the socket. The writer writes frames directly (``send_all`` →
 frames of at most ``chunk_size`` bytes, coalesced into few socket writes) and runs a watcher
 task that reads the socket, so a reader that leaves is noticed even while the writer is idle.
 The tasks live in the nursery that owns the end: the invocation's, the worker's, or an
@@ -383,7 +385,9 @@ class ChannelReader(trio.abc.ReceiveStream):
         self._send, self._items = trio.open_memory_channel[str | bytes](queue_frames)
         self._started = False
         self._ws: MessageSocket | None = None
-        self._connected = trio.Event()
+        self._attached = trio.Event()  # the pump connected, or gave up
+        #: The socket, when it is in-process and read by receive itself (no pump).
+        self._direct: MessageSocket | None = None
         self._end: tuple[int, str] | None = None
         self._error: ChannelBroken | trio.BrokenResourceError | None = None
         self._partial = memoryview(b"")
@@ -416,9 +420,17 @@ class ChannelReader(trio.abc.ReceiveStream):
                     self._error = trio.BrokenResourceError(f"cannot reach the engine: {exc}")
                     return
                 self._ws = ws
+                if ws.in_process:
+                    # Nothing to pump: the socket's own queue is this reader's queue, and
+                    # receive reads it directly (one task switch less per frame). This task
+                    # only owns the socket: it closes it when cancelled.
+                    self._direct = ws
+                self._attached.set()
                 try:
                     with trio.CancelScope() as self._pump_scope:
-                        while not self._closed:
+                        if self._direct is not None and not self._closed:
+                            await trio.sleep_forever()
+                        while not self._closed and self._direct is None:
                             item = await ws.receive()
                             try:
                                 # No schedule point per frame while the queue has room (the
@@ -443,7 +455,7 @@ class ChannelReader(trio.abc.ReceiveStream):
                 # Cancelled from outside (the worker or scope owning this reader closed):
                 # the stream did not end, so it must not look like it did.
                 self._error = ChannelBroken(1001, "the scope owning this channel reader closed")
-            self._connected.set()
+            self._attached.set()
             self._pump_done.set()
 
     # --- receiving -----------------------------------------------------------------------
@@ -469,6 +481,12 @@ class ChannelReader(trio.abc.ReceiveStream):
         if self._closed:
             raise trio.ClosedResourceError("this channel reader was closed")
         self._start()
+        if not self._attached.is_set():
+            await self._attached.wait()
+            if self._closed:
+                raise trio.ClosedResourceError("this channel reader was closed")
+        if self._direct is not None:
+            return await self._receive_direct(self._direct)
         try:
             item = await self._items.receive()
         except trio.EndOfChannel:
@@ -478,6 +496,32 @@ class ChannelReader(trio.abc.ReceiveStream):
                 raise self._error from None
             raise
         except trio.ClosedResourceError:
+            raise trio.ClosedResourceError("this channel reader was closed") from None
+        if isinstance(item, bytes):
+            self.bytes_received += len(item)
+        return item
+
+    async def _receive_direct(self, ws: MessageSocket) -> bytes | str:
+        """``_next_item`` for an in-process socket: the frame, or the end as the pump would
+        have reported it."""
+        try:
+            item = await ws.receive()
+        except ConnectionClosed as exc:
+            if self._closed:
+                raise trio.ClosedResourceError("this channel reader was closed") from None
+            if self._end is None:
+                self._end = (exc.code, exc.reason)
+                if not _is_clean(exc.code):
+                    self._error = channel_error(exc.code, exc.reason)
+                if self._pump_scope is not None:
+                    self._pump_scope.cancel()  # the stream is over: the owner task may go
+            if self._error is not None:
+                raise self._error from None
+            raise trio.EndOfChannel from None
+        except trio.ClosedResourceError:
+            # Closed under us: by aclose (ours), or by the owning scope going away.
+            if self._error is not None and not self._closed:
+                raise self._error from None
             raise trio.ClosedResourceError("this channel reader was closed") from None
         if isinstance(item, bytes):
             self.bytes_received += len(item)

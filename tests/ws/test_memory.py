@@ -142,7 +142,7 @@ async def test_backpressure_is_counted_in_bytes() -> None:
 
 
 async def test_a_cancelled_blocked_send_sends_nothing() -> None:
-    client, server = pair()
+    client, server = pair(server_max=PIPE_CAPACITY)
     client.send_many_nowait([b"x" * PIPE_CAPACITY])
     with trio.move_on_after(0.01) as scope:
         await client.send(b"never")
@@ -215,3 +215,26 @@ async def test_property_order_and_end(batches: list[list[bytes | str]], end: int
             else:
                 await client.close(end, "")
     assert received == [m for batch in batches for m in batch]
+
+
+async def test_receive_hook_takes_messages_only_while_the_receiver_waits() -> None:
+    client, server = pair()
+    taken: list[str | bytes] = []
+
+    def take(message: str | bytes) -> bool:
+        taken.append(message)
+        return True
+
+    server.receive_hook = take
+    await client.send(b"queued")  # nobody waits in receive: queued, the hook is not asked
+    assert taken == []
+    assert await server.receive() == b"queued"
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(server.receive)
+        await trio.testing.wait_all_tasks_blocked()
+        await client.send_many([b"a", b"b"])  # the receiver waits: the hook takes both
+        assert taken == [b"a", b"b"]
+        assert not server.receive_buffered
+        server.receive_hook = None
+        await client.send(b"last")  # no hook: the waiting receiver gets it
+    assert taken == [b"a", b"b"]
