@@ -233,7 +233,11 @@ class MemoryWebSocket:
         """
         batch = [_freeze(m) for m in messages]
         outbox = self._out
-        await trio.lowlevel.checkpoint_if_cancelled()
+        # The schedule point comes first, before anything is sent: a receiver woken by our
+        # previous send then runs, deals with that message and waits again before this one
+        # arrives, so the receive hook can take it (no lockstep of sender and receiver).
+        if not outbox.full():
+            await trio.lowlevel.checkpoint()
         if outbox.full():
             self._waiting_senders += 1
             try:
@@ -243,7 +247,6 @@ class MemoryWebSocket:
                 self._waiting_senders -= 1
         self._check_sendable()
         self._deliver(batch)
-        await trio.lowlevel.cancel_shielded_checkpoint()
 
     def send_many_nowait(self, messages: Iterable[str | bytes | memoryview]) -> bool:
         """Queue several messages for the peer now, without a schedule point, if its inbox
