@@ -215,6 +215,20 @@ class ChannelWriter(trio.abc.SendStream):
             trio.ClosedResourceError: this writer was closed or aborted.
             trio.BusyResourceError: another task is in ``send_all`` on this writer.
         """
+        ws = self._ws
+        if type(data) is bytes and ws is not None and 0 < len(data) <= (ws.max_send_size or 0):
+            # Fast path (in-process socket, attached): the caller's bytes object as one frame.
+            with self._guard:
+                self._check()
+                self._sending = True
+                try:
+                    await ws.send_many((data,))
+                except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                    raise self._failed(exc) from exc
+                finally:
+                    self._sending = False
+                self.bytes_sent += len(data)
+            return
         with self._guard:
             self._check()
             view = memoryview(data).cast("B")
@@ -552,8 +566,13 @@ class ChannelReader(trio.abc.ReceiveStream):
                     self._partial = view[take:]
                     await trio.lowlevel.checkpoint()
                     return bytes(view[:take])
+            direct = self._direct
             try:
-                item = await self.receive()
+                if direct is not None and not self._closed:
+                    with self._guard:  # receive() minus the steps an attached reader needs not
+                        item = await self._receive_direct(direct)
+                else:
+                    item = await self.receive()
             except trio.EndOfChannel:
                 return b""
             if isinstance(item, str):
