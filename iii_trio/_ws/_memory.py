@@ -231,7 +231,7 @@ class MemoryWebSocket:
             ConnectionClosed: the peer closed or went away.
             trio.ClosedResourceError: we closed it.
         """
-        batch = [_freeze(m) for m in messages]
+        batch = [m if type(m) is bytes else _freeze(m) for m in messages]
         outbox = self._out
         # The schedule point comes first, before anything is sent: a receiver woken by our
         # previous send then runs, deals with that message and waits again before this one
@@ -261,7 +261,7 @@ class MemoryWebSocket:
         ):
             return False
         try:
-            batch = [_freeze(m) for m in messages]
+            batch = [m if type(m) is bytes else _freeze(m) for m in messages]
         except (UnicodeEncodeError, TypeError):
             return False  # send_many raises it
         self._deliver(batch)
