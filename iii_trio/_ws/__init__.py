@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from ._client import Dialer as Dialer
 from ._client import MessageDialer as MessageDialer
+from ._client import connect_message_socket as connect_message_socket
 from ._client import connect_websocket as connect_websocket
-from ._connection import ConnectionClosed as ConnectionClosed
+from ._closing import ConnectionClosed as ConnectionClosed
 from ._connection import WebSocket as WebSocket
 from ._handshake import HandshakeError as HandshakeError
 from ._handshake import HandshakeRequest as HandshakeRequest

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ssl
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Final, Protocol, overload, runtime_checkable
+from typing import Final, Protocol, runtime_checkable
 
 import h11
 import trio
@@ -17,6 +17,7 @@ from ._handshake import (
     client_request,
     new_client_key,
     parse_ws_url,
+    refused,
 )
 from ._socket import MessageSocket
 
@@ -38,32 +39,33 @@ class MessageDialer(Protocol):
     async def open_websocket(
         self, resource: str, headers: Sequence[tuple[str, str]], *, max_message_size: int
     ) -> MessageSocket:
-        """Raises: HandshakeError (the server refused), RuntimeError (it is not running)."""
+        """Raises: HandshakeError (the server refused), OSError (it is not running)."""
         ...
 
 
-@overload
-async def connect_websocket(
+async def connect_message_socket(
     url: str,
     *,
     headers: Sequence[tuple[str, str]] = (),
     max_message_size: int,
     connect_timeout: float = CONNECT_TIMEOUT,
-    ssl_context: ssl.SSLContext | None = None,
-    dialer: None = None,
-) -> WebSocket: ...
+    dialer: Dialer | None = None,
+) -> MessageSocket:
+    """:func:`connect_websocket`, or an in-process socket when ``dialer`` is a
+    :class:`MessageDialer` (opened at once: no transport, no handshake to wait for).
 
-
-@overload
-async def connect_websocket(
-    url: str,
-    *,
-    headers: Sequence[tuple[str, str]] = (),
-    max_message_size: int,
-    connect_timeout: float = CONNECT_TIMEOUT,
-    ssl_context: ssl.SSLContext | None = None,
-    dialer: Dialer | None,
-) -> MessageSocket: ...
+    Raises: as :func:`connect_websocket`.
+    """
+    if isinstance(dialer, MessageDialer):
+        resource = parse_ws_url(url).resource
+        return await dialer.open_websocket(resource, headers, max_message_size=max_message_size)
+    return await connect_websocket(
+        url,
+        headers=headers,
+        max_message_size=max_message_size,
+        connect_timeout=connect_timeout,
+        dialer=dialer,
+    )
 
 
 async def connect_websocket(
@@ -74,7 +76,7 @@ async def connect_websocket(
     connect_timeout: float = CONNECT_TIMEOUT,
     ssl_context: ssl.SSLContext | None = None,
     dialer: Dialer | None = None,
-) -> MessageSocket:
+) -> WebSocket:
     """Connect and complete the opening handshake.
 
     Raises:
@@ -86,10 +88,6 @@ async def connect_websocket(
     """
     target = parse_ws_url(url)
     with trio.move_on_after(connect_timeout):
-        if isinstance(dialer, MessageDialer):
-            return await dialer.open_websocket(
-                target.resource, headers, max_message_size=max_message_size
-            )
         stream: trio.abc.Stream
         if dialer is not None:
             stream = await dialer()
@@ -137,9 +135,4 @@ async def _read_response(stream: trio.abc.Stream, conn: h11.Connection, key: str
         raise HandshakeError(f"invalid HTTP answer to the upgrade: {exc}") from exc
     except trio.BrokenResourceError as exc:
         raise HandshakeError("connection lost during the handshake") from exc
-    text = body.decode("utf-8", "replace").strip()
-    raise HandshakeError(
-        f"server refused the WebSocket upgrade: HTTP {status} {text}".rstrip(),
-        status=status,
-        body=text,
-    )
+    raise refused(status, body.decode("utf-8", "replace").strip())

@@ -23,7 +23,6 @@ closed or the connection broke; ``trio.ClosedResourceError`` when *we* closed it
 
 from __future__ import annotations
 
-import enum
 import logging
 import os
 from collections.abc import Iterable
@@ -31,6 +30,7 @@ from typing import Final, final
 
 import trio
 
+from ._closing import ClosingSocket, ConnectionClosed, State
 from ._frames import (
     ABNORMAL_CLOSURE,
     NO_STATUS,
@@ -48,8 +48,6 @@ logger = logging.getLogger("iii_trio.ws")
 
 #: Bytes asked of the socket per read. trio-websocket's 4 KiB costs 16 reads per 64 KiB chunk.
 RECEIVE_SIZE: Final = 256 * 1024  # 256 KiB
-#: How long :meth:`WebSocket.close` waits for the peer's Close before dropping the socket.
-CLOSE_TIMEOUT: Final = 5.0  # seconds
 #: Seconds to keep draining a peer we are closing for a protocol error (see ``_fail``).
 FAIL_LINGER: Final = 2.0
 #: Buffers below this size are copied together; larger payloads go to the kernel as their
@@ -59,28 +57,8 @@ _COALESCE_LIMIT: Final = 16 * 1024
 _IOV_MAX: Final = 512
 
 
-class _State(enum.Enum):
-    OPEN = "open"
-    CLOSE_SENT = "close sent"  # we started the close handshake
-    CLOSED = "closed"
-
-
-class ConnectionClosed(trio.BrokenResourceError):
-    """The peer closed the WebSocket, or the connection broke.
-
-    Attributes:
-        code: the peer's close code; 1005 if its Close had none, 1006 if there was no Close.
-        reason: the peer's close reason (may be empty).
-    """
-
-    def __init__(self, code: int, reason: str) -> None:
-        super().__init__(f"WebSocket closed: {code} {reason}".rstrip())
-        self.code = code
-        self.reason = reason
-
-
 @final
-class WebSocket:
+class WebSocket(ClosingSocket):
     """One established WebSocket connection.
 
     Args:
@@ -100,6 +78,7 @@ class WebSocket:
         max_message_size: int,
         receive_size: int = RECEIVE_SIZE,
     ) -> None:
+        super().__init__()
         self._stream = stream
         self._is_client = is_client
         self._reader = FrameReader(expect_masked=not is_client, max_message_size=max_message_size)
@@ -111,44 +90,11 @@ class WebSocket:
         self._send_lock = trio.Lock()
         #: Bytes a partial ``send_many_nowait`` left unwritten; every write sends them first.
         self._tail: list[memoryview] = []
-        self._state = _State.OPEN
-        self._receiving = False
-        self._closed_event = trio.Event()
-        #: (code, reason) once the connection is closed, from whichever side.
-        self.close_info: tuple[int, str] | None = None
-        self._closed_locally = False
-        self.bytes_received = 0
         #: The peer's message size limit is not known over a socket.
         self.max_send_size: int | None = None
         self.in_process = False
 
     # --- receiving -------------------------------------------------------------------------
-
-    async def receive(self) -> str | bytes:
-        """The next data message: ``str`` for a text frame, ``bytes`` for binary.
-
-        Raises:
-            ConnectionClosed: the peer closed (also after a completed close handshake that we
-                started while this call waited) or the connection broke.
-            trio.ClosedResourceError: we closed the connection before this call.
-            trio.BusyResourceError: another task is already receiving.
-        """
-        if self._receiving:
-            if not self._draining:
-                raise trio.BusyResourceError("another task is already receiving")
-            # close() is reading the peer's last frames itself: wait for it to finish, then
-            # report the closed connection like any other receiver would see it.
-            await self._closed_event.wait()
-        self._check_receivable()
-        self._receiving = True
-        try:
-            return await self._receive()
-        finally:
-            self._receiving = False
-
-    def _check_receivable(self) -> None:
-        if self.close_info is not None:
-            self._raise_closed()
 
     _failure: tuple[int, str] | None = None
 
@@ -175,7 +121,7 @@ class WebSocket:
                     await self._fail(1007, "text message is not valid UTF-8")
                     raise ConnectionClosed(1007, "text message is not valid UTF-8") from exc
             if opcode == Opcode.PING:
-                if self._state is _State.OPEN:
+                if self._state is State.OPEN:
                     await self._send_frames(
                         [encode_frame(Opcode.PONG, payload, mask=self._is_client)]
                     )
@@ -223,10 +169,10 @@ class WebSocket:
     async def _on_peer_close(self, code: int, reason: str) -> None:
         if self.close_info is None:
             self.close_info = (code, reason)
-        if self._state is _State.OPEN:
+        if self._state is State.OPEN:
             # Echo the peer's code, as RFC 6455 section 5.5.1 asks.
             echo = NORMAL_CLOSURE if code == NO_STATUS else code
-            self._state = _State.CLOSE_SENT
+            self._state = State.CLOSE_SENT
             try:
                 await self._send_frames(
                     [encode_frame(Opcode.CLOSE, close_payload(echo), mask=self._is_client)]
@@ -249,8 +195,8 @@ class WebSocket:
         """
         logger.info("closing WebSocket after a protocol error: %s %s", code, reason)
         self._failure = (code, reason)
-        if self._state is _State.OPEN:
-            self._state = _State.CLOSE_SENT
+        if self._state is State.OPEN:
+            self._state = State.CLOSE_SENT
             with trio.move_on_after(FAIL_LINGER):
                 try:
                     await self._send_frames(
@@ -273,12 +219,6 @@ class WebSocket:
         self._finish(code, reason)
         await trio.aclose_forcefully(self._stream)
 
-    def _finish(self, code: int, reason: str) -> None:
-        self._state = _State.CLOSED
-        if self.close_info is None:
-            self.close_info = (code, reason)
-        self._closed_event.set()
-
     # --- sending ---------------------------------------------------------------------------
 
     async def send(self, message: str | bytes | memoryview) -> None:
@@ -298,7 +238,7 @@ class WebSocket:
             trio.ClosedResourceError: we closed it.
         """
         buffers = _encode_batch(messages, mask=self._is_client)
-        if self._state is not _State.OPEN:
+        if self._state is not State.OPEN:
             await trio.lowlevel.checkpoint()
             self._raise_closed()
         await self._send_buffers(buffers)
@@ -315,7 +255,7 @@ class WebSocket:
         later. The caller must then make sure :meth:`flush` (or any send) runs.
         """
         sock = self._socket
-        if sock is None or self._tail or self._state is not _State.OPEN or self._send_lock.locked():
+        if sock is None or self._tail or self._state is not State.OPEN or self._send_lock.locked():
             return False
         fd = sock.fileno()
         if fd == -1:
@@ -365,15 +305,10 @@ class WebSocket:
             ConnectionClosed: the connection broke or the peer closed it.
             trio.ClosedResourceError: we closed it.
         """
-        if self._state is not _State.OPEN and not self._tail:
+        if self._state is not State.OPEN and not self._tail:
             await trio.lowlevel.checkpoint()
             return
         await self._send_buffers([])
-
-    def _raise_closed(self) -> None:
-        if self.close_info is not None and not self._closed_locally:
-            raise ConnectionClosed(*self.close_info)
-        raise trio.ClosedResourceError("WebSocket is closing or closed")
 
     async def _send_frames(self, frames: list[list[bytes | memoryview]]) -> None:
         await self._send_buffers(_coalesce(frames))
@@ -396,7 +331,7 @@ class WebSocket:
             lock.release()
 
     async def _send_buffers_locked(self, buffers: list[bytes | memoryview]) -> None:
-        if self._state is _State.CLOSED:
+        if self._state is State.CLOSED:
             self._tail = []
             self._raise_closed()
         if self._tail:
@@ -439,12 +374,12 @@ class WebSocket:
             ValueError: ``code`` may not be sent (checked before anything happens).
         """
         payload = close_payload(code, reason)
-        if self._state is _State.CLOSED:
+        if self._state is State.CLOSED:
             await trio.lowlevel.checkpoint()
             return
         try:
-            if self._state is _State.OPEN:
-                self._state = _State.CLOSE_SENT
+            if self._state is State.OPEN:
+                self._state = State.CLOSE_SENT
                 self._closed_locally = True
                 try:
                     await self._send_frames(
@@ -452,31 +387,12 @@ class WebSocket:
                     )
                 except trio.BrokenResourceError:
                     return
-            with trio.move_on_after(CLOSE_TIMEOUT):
-                if self._receiving:
-                    await self._closed_event.wait()
-                else:
-                    await self._drain_until_closed()
+            await self._await_peer_close()
         finally:
             if self.close_info is None:
                 self._closed_locally = True
                 self._finish(code, reason)
             await trio.aclose_forcefully(self._stream)
-
-    _draining = False
-
-    async def _drain_until_closed(self) -> None:
-        self._receiving = True
-        self._draining = True
-        try:
-            while self._state is not _State.CLOSED:
-                try:
-                    await self._receive()
-                except trio.BrokenResourceError:
-                    return
-        finally:
-            self._receiving = False
-            self._draining = False
 
     async def wait_writable(self) -> None:
         """Wait until the transport can probably take more bytes.
@@ -485,7 +401,7 @@ class WebSocket:
             ConnectionClosed, trio.ClosedResourceError: as :meth:`send`.
         """
         async with self._send_lock:
-            if self._state is _State.CLOSED:
+            if self._state is State.CLOSED:
                 self._raise_closed()
             await self._stream.wait_send_all_might_not_block()
 
@@ -494,18 +410,6 @@ class WebSocket:
         self._closed_locally = True
         self._finish(ABNORMAL_CLOSURE, "aborted")
         await trio.aclose_forcefully(self._stream)
-
-    async def aclose(self) -> None:
-        """Same as ``close(1000)``."""
-        await self.close()
-
-    @property
-    def closed(self) -> bool:
-        return self._state is _State.CLOSED
-
-    async def wait_closed(self) -> None:
-        """Wait until the connection is closed (by either side)."""
-        await self._closed_event.wait()
 
     @property
     def send_stream(self) -> trio.abc.Stream:

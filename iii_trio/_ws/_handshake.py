@@ -6,6 +6,7 @@ import base64
 import binascii
 import hashlib
 import os
+from collections.abc import Iterable
 from typing import Final, final
 from urllib.parse import parse_qs, urlsplit
 
@@ -58,11 +59,9 @@ def parse_request(event: h11.Request) -> HandshakeRequest:
     Raises:
         HandshakeError: not a WebSocket upgrade; ``status`` is 405, 426 or 400.
     """
-    headers: dict[str, str] = {}
-    for raw_name, raw_value in event.headers:
-        name = raw_name.decode("latin-1").lower()
-        value = raw_value.decode("latin-1")
-        headers[name] = f"{headers[name]}, {value}" if name in headers else value
+    headers = join_headers(
+        (name.decode("latin-1"), value.decode("latin-1")) for name, value in event.headers
+    )
     if event.method != b"GET":
         raise HandshakeError("only GET can open a WebSocket", status=405)
     if "websocket" not in _tokens(headers.get("upgrade", "")) or "upgrade" not in _tokens(
@@ -79,10 +78,32 @@ def parse_request(event: h11.Request) -> HandshakeRequest:
             raise ValueError
     except (ValueError, binascii.Error):
         raise HandshakeError("invalid Sec-WebSocket-Key", status=400) from None
-    target = event.target.decode("latin-1")
+    return make_request(event.target.decode("latin-1"), headers, key)
+
+
+def join_headers(pairs: Iterable[tuple[str, str]]) -> dict[str, str]:
+    """Header names lower-cased; the values of a repeated header joined with ", "."""
+    headers: dict[str, str] = {}
+    for name, value in pairs:
+        name = name.lower()
+        headers[name] = f"{headers[name]}, {value}" if name in headers else value
+    return headers
+
+
+def make_request(target: str, headers: dict[str, str], key: str) -> HandshakeRequest:
+    """The request for ``target`` (path and query; the last of a repeated parameter wins)."""
     parts = urlsplit(target)
     query = {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
     return HandshakeRequest(path=parts.path or "/", query=query, headers=headers, key=key)
+
+
+def refused(status: int, body: str) -> HandshakeError:
+    """The client's error for a server that answered the upgrade with HTTP ``status``."""
+    return HandshakeError(
+        f"server refused the WebSocket upgrade: HTTP {status} {body}".rstrip(),
+        status=status,
+        body=body,
+    )
 
 
 def accept_response(request: HandshakeRequest) -> h11.InformationalResponse:

@@ -25,14 +25,13 @@ the same code on both:
 from __future__ import annotations
 
 import collections
-import enum
 from collections.abc import Callable, Iterable
 from typing import Final, final
 
 import attrs
 import trio
 
-from ._connection import CLOSE_TIMEOUT, ConnectionClosed
+from ._closing import ClosingSocket, ConnectionClosed, State
 from ._frames import (
     ABNORMAL_CLOSURE,
     MESSAGE_TOO_BIG,
@@ -86,12 +85,6 @@ class _Inbox:
             self.writable.unpark_all()
 
 
-class _State(enum.Enum):
-    OPEN = "open"
-    CLOSE_SENT = "close sent"
-    CLOSED = "closed"
-
-
 async def _yield_unless(parked: bool) -> None:
     """The schedule point every receive has, unless it already parked (a state change made
     before it is kept even if the caller is cancelled here)."""
@@ -118,7 +111,7 @@ def _freeze(message: str | bytes | memoryview) -> str | bytes:
 
 
 @final
-class MemoryWebSocket:
+class MemoryWebSocket(ClosingSocket):
     """One half of an in-process WebSocket (:func:`memory_websocket_pair`). Same interface
     and errors as :class:`WebSocket`."""
 
@@ -130,42 +123,15 @@ class MemoryWebSocket:
         max_message_size: int,
         peer_max_message_size: int,
     ) -> None:
+        super().__init__()
         self._in = inbox
         self._out = outbox
         self._max_message_size = max_message_size
         self.max_send_size: int | None = peer_max_message_size
         self.in_process = True
         self._waiting_senders = 0
-        self.close_info: tuple[int, str] | None = None
-        self._state = _State.OPEN
-        self._closed_locally = False
-        self._closed_event = trio.Event()
-        self._receiving = False
-        self._draining = False
-        self.bytes_received = 0
 
-    # --- receiving -------------------------------------------------------------------------
-
-    async def receive(self) -> str | bytes:
-        """The next message: ``str`` or ``bytes``, the very object the peer sent.
-
-        Raises:
-            ConnectionClosed: the peer closed or went away.
-            trio.ClosedResourceError: we closed the connection before this call.
-            trio.BusyResourceError: another task is already receiving.
-        """
-        if self._receiving:
-            if not self._draining:
-                raise trio.BusyResourceError("another task is already receiving")
-            await self._closed_event.wait()
-        if self.close_info is not None:
-            await trio.lowlevel.checkpoint()
-            self._raise_closed()
-        self._receiving = True
-        try:
-            return await self._receive()
-        finally:
-            self._receiving = False
+    # --- receiving (receive() is ClosingSocket's: the very object the peer sent) -----------
 
     async def _receive(self) -> str | bytes:
         inbox = self._in
@@ -178,13 +144,12 @@ class MemoryWebSocket:
                     inbox.size -= _MESSAGE_COST + message.size
                     inbox.wake_writers()
                     reason = f"message over the {self._max_message_size} byte limit"
-                    self._fail(MESSAGE_TOO_BIG, reason)
+                    self._end(MESSAGE_TOO_BIG, reason, answer=(MESSAGE_TOO_BIG, reason))
                     await _yield_unless(parked)
                     raise ConnectionClosed(MESSAGE_TOO_BIG, reason)
                 size = len(message)
                 inbox.size -= _MESSAGE_COST + size
-                if inbox.writable:
-                    inbox.writable.unpark_all()
+                inbox.wake_writers()
                 self.bytes_received += size
                 await _yield_unless(parked)
                 return message
@@ -202,14 +167,14 @@ class MemoryWebSocket:
             parked = True
 
     def _on_peer_close(self, code: int, reason: str) -> None:
-        if self._state is _State.OPEN:
-            self._send_close(NORMAL_CLOSURE if code == NO_STATUS else code, "")
-        self._finish(code, reason)
-        self._disconnect()
+        # Echo the peer's code, as RFC 6455 section 5.5.1 asks.
+        self._end(code, reason, answer=(NORMAL_CLOSURE if code == NO_STATUS else code, ""))
 
-    def _fail(self, code: int, reason: str) -> None:
-        if self._state is _State.OPEN:
-            self._send_close(code, reason)
+    def _end(self, code: int, reason: str, *, answer: tuple[int, str]) -> None:
+        """The connection is over with ``(code, reason)``; tell the peer ``answer`` unless
+        our Close went out already."""
+        if self._state is State.OPEN:
+            self._send_close(*answer)
         self._finish(code, reason)
         self._disconnect()
 
@@ -241,8 +206,7 @@ class MemoryWebSocket:
         if outbox.full():
             self._waiting_senders += 1
             try:
-                while outbox.full() and self._state is _State.OPEN and not outbox.receiver_gone:
-                    await outbox.writable.park()
+                await self._wait_for_room()
             finally:
                 self._waiting_senders -= 1
         self._check_sendable()
@@ -254,7 +218,7 @@ class MemoryWebSocket:
         False having sent nothing (and :meth:`send_many` waits, or reports why)."""
         outbox = self._out
         if (
-            self._state is not _State.OPEN
+            self._state is not State.OPEN
             or outbox.receiver_gone
             or outbox.full()
             or self._waiting_senders  # they go first
@@ -267,8 +231,14 @@ class MemoryWebSocket:
         self._deliver(batch)
         return True
 
+    async def _wait_for_room(self) -> None:
+        """Park until the peer's inbox has room, or sending is over either way."""
+        outbox = self._out
+        while outbox.full() and self._state is State.OPEN and not outbox.receiver_gone:
+            await outbox.writable.park()
+
     def _check_sendable(self) -> None:
-        if self._state is not _State.OPEN:
+        if self._state is not State.OPEN:
             self._raise_closed()
         if self._out.receiver_gone:
             self._finish(ABNORMAL_CLOSURE, "connection lost")
@@ -291,15 +261,15 @@ class MemoryWebSocket:
                 continue  # taken by the receiver's hook, in this task
             items.append(message if size <= limit else _Oversize(size))
             outbox.size += _MESSAGE_COST + size
-        if items and outbox.readable:
-            outbox.readable.unpark_all()
+        if items:
+            outbox.wake_reader()
 
     def _send_close(self, code: int, reason: str) -> None:
         outbox = self._out
         if not outbox.receiver_gone and outbox.end is None:
             outbox.end = parse_close(close_payload(code, reason))  # as the peer would read it
             outbox.wake_reader()
-        self._state = _State.CLOSE_SENT
+        self._state = State.CLOSE_SENT
 
     @property
     def receive_hook(self) -> Callable[[str | bytes], bool] | None:
@@ -336,56 +306,37 @@ class MemoryWebSocket:
         Raises:
             ConnectionClosed, trio.ClosedResourceError: as :meth:`send`.
         """
-        outbox = self._out
         await trio.lowlevel.checkpoint_if_cancelled()
-        while outbox.full() and self._state is _State.OPEN and not outbox.receiver_gone:
-            await outbox.writable.park()
-        if self._state is _State.CLOSED:
+        await self._wait_for_room()
+        if self._state is State.CLOSED:
             self._raise_closed()
         await trio.lowlevel.cancel_shielded_checkpoint()
 
     # --- closing ---------------------------------------------------------------------------
 
     async def close(self, code: int = NORMAL_CLOSURE, reason: str = "") -> None:
-        """Start (or finish) the close handshake, waiting at most :data:`CLOSE_TIMEOUT` for the
+        """Start (or finish) the close handshake, waiting at most :data:`~iii_trio._ws._closing.CLOSE_TIMEOUT` for the
         peer's answer. Closes even when cancelled. Idempotent.
 
         Raises:
             ValueError: ``code`` may not be sent (checked before anything happens).
         """
         close_payload(code, reason)
-        if self._state is _State.CLOSED:
+        if self._state is State.CLOSED:
             await trio.lowlevel.checkpoint()
             return
         try:
-            if self._state is _State.OPEN:
+            if self._state is State.OPEN:
                 self._closed_locally = True
                 if self._out.receiver_gone:
                     return
                 self._send_close(code, reason)
-            with trio.move_on_after(CLOSE_TIMEOUT):
-                if self._receiving:
-                    await self._closed_event.wait()
-                else:
-                    await self._drain_until_closed()
+            await self._await_peer_close()
         finally:
             if self.close_info is None:
                 self._closed_locally = True
                 self._finish(code, reason)
             self._disconnect()
-
-    async def _drain_until_closed(self) -> None:
-        self._receiving = True
-        self._draining = True
-        try:
-            while self._state is not _State.CLOSED:
-                try:
-                    await self._receive()
-                except trio.BrokenResourceError:
-                    return
-        finally:
-            self._receiving = False
-            self._draining = False
 
     async def abort(self) -> None:
         """Go away without a close handshake (the peer sees 1006)."""
@@ -393,16 +344,6 @@ class MemoryWebSocket:
         self._finish(ABNORMAL_CLOSURE, "aborted")
         self._disconnect()
         await trio.lowlevel.cancel_shielded_checkpoint()
-
-    async def aclose(self) -> None:
-        """Same as ``close(1000)``."""
-        await self.close()
-
-    def _finish(self, code: int, reason: str) -> None:
-        self._state = _State.CLOSED
-        if self.close_info is None:
-            self.close_info = (code, reason)
-        self._closed_event.set()
 
     def _disconnect(self) -> None:
         """This half is gone: drop what the peer queued for us, and tell the peer."""
@@ -415,19 +356,6 @@ class MemoryWebSocket:
         if not outbox.sender_gone:
             outbox.sender_gone = True
             outbox.wake_reader()
-
-    def _raise_closed(self) -> None:
-        if self.close_info is not None and not self._closed_locally:
-            raise ConnectionClosed(*self.close_info)
-        raise trio.ClosedResourceError("WebSocket is closing or closed")
-
-    @property
-    def closed(self) -> bool:
-        return self._state is _State.CLOSED
-
-    async def wait_closed(self) -> None:
-        """Wait until the connection is closed (by either side)."""
-        await self._closed_event.wait()
 
 
 def memory_websocket_pair(

@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Final
-from urllib.parse import parse_qs, urlsplit
 
 import attrs
 import h11
@@ -25,8 +24,11 @@ from ._handshake import (
     HandshakeError,
     HandshakeRequest,
     accept_response,
+    join_headers,
+    make_request,
     new_client_key,
     parse_request,
+    refused,
     reject_events,
 )
 from ._memory import MemoryWebSocket, memory_websocket_pair
@@ -186,23 +188,10 @@ async def open_memory_websocket(
     # The one schedule point, before anything exists: once the pair is made, nothing may
     # cancel this call and lose the client half while the handler runs on the other.
     await trio.lowlevel.checkpoint()
-    parts = urlsplit(resource)
-    query = {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
-    joined: dict[str, str] = {}
-    for name, value in headers:
-        name = name.lower()
-        joined[name] = f"{joined[name]}, {value}" if name in joined else value
-    request = HandshakeRequest(
-        path=parts.path or "/", query=query, headers=joined, key=new_client_key()
-    )
+    request = make_request(resource, join_headers(headers), new_client_key())
     decision = router(request, MEMORY_PEER)
     if isinstance(decision, Reject):
-        body = decision.body.strip()
-        raise HandshakeError(
-            f"server refused the WebSocket upgrade: HTTP {decision.status} {body}".rstrip(),
-            status=decision.status,
-            body=body,
-        )
+        raise refused(decision.status, decision.body.strip())
     client, server = memory_websocket_pair(
         client_max_message_size=max_message_size,
         server_max_message_size=decision.max_message_size,

@@ -193,7 +193,7 @@ class BrokeredChannel:
         buffered frame, no batch being sent) and its socket takes it now: no buffering, no
         pump task in between. False, having done nothing, otherwise."""
         reader = self.reader_socket
-        if reader is None or self.buffer or self.pumping or not reader.in_process:
+        if reader is None or not reader.in_process or self.buffer or self.pumping:
             return False
         if not reader.send_many_nowait((message,)):
             return False

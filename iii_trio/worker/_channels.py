@@ -26,14 +26,14 @@ from __future__ import annotations
 
 import logging
 import operator
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Final, final
 from urllib.parse import quote, urlsplit
 
 import attrs
 import trio
 
-from .._ws import ConnectionClosed, Dialer, HandshakeError, MessageSocket, connect_websocket
+from .._ws import ConnectionClosed, Dialer, HandshakeError, MessageSocket, connect_message_socket
 from .._ws._client import CONNECT_TIMEOUT
 from .._ws._frames import NO_STATUS, NORMAL_CLOSURE
 from ..protocol import StreamChannelRef
@@ -80,7 +80,7 @@ class ChannelEndpoint:
     async def connect(self, ref: StreamChannelRef) -> MessageSocket:
         """Raises: ChannelRefused, OSError, trio.TooSlowError."""
         try:
-            return await connect_websocket(
+            return await connect_message_socket(
                 self.url_for(ref),
                 headers=self.headers,
                 max_message_size=MAX_FRAME,
@@ -215,46 +215,42 @@ class ChannelWriter(trio.abc.SendStream):
             trio.ClosedResourceError: this writer was closed or aborted.
             trio.BusyResourceError: another task is in ``send_all`` on this writer.
         """
-        ws = self._ws
-        if type(data) is bytes and ws is not None and 0 < len(data) <= (ws.max_send_size or 0):
-            # Fast path (in-process socket, attached): the caller's bytes object as one frame.
-            with self._guard:
-                self._check()
-                self._sending = True
-                try:
-                    await ws.send_many((data,))
-                except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-                    raise self._failed(exc) from exc
-                finally:
-                    self._sending = False
-                self.bytes_sent += len(data)
-            return
         with self._guard:
             self._check()
-            view = memoryview(data).cast("B")
-            if not view:
-                await trio.lowlevel.checkpoint()
-                return
-            ws = await self._socket()
-            self._check()
+            ws = self._ws
+            frames: Sequence[bytes | memoryview]
             # A socket that passes objects (in-process) takes data as large as the engine
             # accepts, so a bytes object travels whole, never copied; over the network,
             # frames of chunk_size.
-            chunk = ws.max_send_size or self._chunk
-            frames: list[bytes | memoryview]
-            if type(data) is bytes and len(data) <= chunk:
-                frames = [data]  # the common case: one frame, the caller's own object
+            if (
+                type(data) is bytes
+                and ws is not None
+                and 0 < len(data) <= (ws.max_send_size or self._chunk)
+            ):
+                frames = (data,)  # the common case: one frame, the caller's own object
+                size = len(data)
             else:
-                frames = [view[i : i + chunk] for i in range(0, len(view), chunk)]
+                view = memoryview(data).cast("B")
+                size = len(view)
+                if not size:
+                    await trio.lowlevel.checkpoint()
+                    return
+                ws = await self._socket()
+                self._check()
+                chunk = ws.max_send_size or self._chunk
+                frames = [view[i : i + chunk] for i in range(0, size, chunk)]
             self._sending = True
             try:
-                for start in range(0, len(frames), _SEND_BATCH):
-                    await ws.send_many(frames[start : start + _SEND_BATCH])
+                if len(frames) <= _SEND_BATCH:
+                    await ws.send_many(frames)
+                else:
+                    for start in range(0, len(frames), _SEND_BATCH):
+                        await ws.send_many(frames[start : start + _SEND_BATCH])
             except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
                 raise self._failed(exc) from exc
             finally:
                 self._sending = False
-            self.bytes_sent += len(view)
+            self.bytes_sent += size
 
     write = send_all
 
@@ -442,20 +438,20 @@ class ChannelReader(trio.abc.ReceiveStream):
                 self._attached.set()
                 try:
                     with trio.CancelScope() as self._pump_scope:
-                        if self._direct is not None and not self._closed:
-                            await trio.sleep_forever()
-                        while not self._closed and self._direct is None:
-                            item = await ws.receive()
-                            try:
-                                # No schedule point per frame while the queue has room (the
-                                # socket reads yield); wait only when it is full.
-                                self._send.send_nowait(item)
-                            except trio.WouldBlock:
-                                await self._send.send(item)
+                        if self._direct is not None:
+                            if not self._closed:
+                                await trio.sleep_forever()
+                        else:
+                            while not self._closed:
+                                item = await ws.receive()
+                                try:
+                                    # No schedule point per frame while the queue has room
+                                    # (the socket reads yield); wait only when it is full.
+                                    self._send.send_nowait(item)
+                                except trio.WouldBlock:
+                                    await self._send.send(item)
                 except ConnectionClosed as exc:
-                    self._end = (exc.code, exc.reason)
-                    if not _is_clean(exc.code):
-                        self._error = channel_error(exc.code, exc.reason)
+                    self._ended(exc)
                 except (trio.BrokenResourceError, trio.ClosedResourceError):
                     pass  # this reader was closed while a frame was on its way to it
                 finally:
@@ -515,6 +511,12 @@ class ChannelReader(trio.abc.ReceiveStream):
             self.bytes_received += len(item)
         return item
 
+    def _ended(self, exc: ConnectionClosed) -> None:
+        """The engine closed the socket: a clean end, or the error every receive raises."""
+        self._end = (exc.code, exc.reason)
+        if not _is_clean(exc.code):
+            self._error = channel_error(exc.code, exc.reason)
+
     async def _receive_direct(self, ws: MessageSocket) -> bytes | str:
         """``_next_item`` for an in-process socket: the frame, or the end as the pump would
         have reported it."""
@@ -524,9 +526,7 @@ class ChannelReader(trio.abc.ReceiveStream):
             if self._closed:
                 raise trio.ClosedResourceError("this channel reader was closed") from None
             if self._end is None:
-                self._end = (exc.code, exc.reason)
-                if not _is_clean(exc.code):
-                    self._error = channel_error(exc.code, exc.reason)
+                self._ended(exc)
                 if self._pump_scope is not None:
                     self._pump_scope.cancel()  # the stream is over: the owner task may go
             if self._error is not None:

@@ -35,7 +35,7 @@ from .._errors import (
     invocation_error,
 )
 from .._version import __version__
-from .._ws import ConnectionClosed, Dialer, HandshakeError, MessageSocket, connect_websocket
+from .._ws import ConnectionClosed, Dialer, HandshakeError, MessageSocket, connect_message_socket
 from .._ws._client import CONNECT_TIMEOUT
 from ..protocol import (
     JSON,
@@ -743,7 +743,7 @@ class Worker:
             first = True
             while True:
                 try:
-                    ws = await connect_websocket(
+                    ws = await connect_message_socket(
                         self.url,
                         headers=self._headers,
                         max_message_size=MAX_MESSAGE_SIZE,
