@@ -89,7 +89,8 @@ def _sizes(config: Config) -> str:
         f"calls at {config.inflight} in flight; 4: {config.slow_size // MiB} MiB in "
         f"{config.slow_chunk // KiB} KiB chunks to a {config.slow_rate:g} MB/s reader; "
         f"5: {config.scale_channels} channels x {config.scale_channel_size // MiB} MiB, "
-        f"{config.swarm_workers} workers x {config.swarm_functions} functions"
+        f"{config.swarm_workers} workers x {config.swarm_functions} functions; engines: "
+        f"allocator {'tuned' if config.tune_allocator else 'glibc defaults'}"
     )
 
 
@@ -115,6 +116,12 @@ def main(argv: list[str] | None = None) -> int:
         metavar="DIR",
         help="cProfile the engine of benchmarks 1 and 3 into DIR/*.pstats",
     )
+    parser.add_argument(
+        "--no-tune-allocator",
+        dest="tune_allocator",
+        action="store_false",
+        help="engines keep glibc's malloc defaults (iii-trio engine --no-tune-allocator)",
+    )
     parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
     args = parser.parse_args(argv)
 
@@ -127,6 +134,8 @@ def main(argv: list[str] | None = None) -> int:
         changes["size"] = args.size_mib * MiB
     if args.profile_engine is not None:
         changes["profile_dir"] = args.profile_engine.resolve()
+    if not args.tune_allocator:
+        changes["tune_allocator"] = False
     config = Config.quick(**changes) if args.quick else Config(**changes)
     wanted = [s.strip() for s in args.only.split(",") if s.strip()]
     selected = [k for k in BENCHMARKS if not wanted or any(k.startswith(w) for w in wanted)]

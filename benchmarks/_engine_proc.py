@@ -1,10 +1,11 @@
 """An iii_trio engine in its own process, for the benchmarks.
 
-usage: python -m benchmarks._engine_proc [--cprofile FILE]
+usage: python -m benchmarks._engine_proc [--cprofile FILE] [--no-tune-allocator]
 
 Listens on 127.0.0.1, port 0; prints ``{"event": "ready", "url": ..., "pid": ...}`` once
 listening; stops at EOF on stdin (or SIGINT/SIGTERM). With ``--cprofile`` the whole run is
-profiled and the stats are written to FILE at exit.
+profiled and the stats are written to FILE at exit. Like the ``iii-trio engine`` command, it
+calls :func:`iii_trio.tune_allocator` first, unless told not to.
 """
 
 from __future__ import annotations
@@ -58,7 +59,15 @@ async def _main(profile: cProfile.Profile | None) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--cprofile", help="write cProfile stats of the run to this file")
+    parser.add_argument(
+        "--no-tune-allocator",
+        dest="tune_allocator",
+        action="store_false",
+        help="keep glibc's malloc defaults (the iii-trio engine command tunes them)",
+    )
     args = parser.parse_args()
+    if args.tune_allocator:
+        iii_trio.tune_allocator()  # as ``iii-trio engine`` does
     logging.basicConfig(stream=sys.stderr, level=logging.WARNING)
 
     def stop(*_: Any) -> None:

@@ -158,8 +158,12 @@ class Group:
             child.close()
 
 
-def start_engine(group: Group, profile: Path | None = None) -> tuple[Child, str]:
+def start_engine(
+    group: Group, profile: Path | None = None, *, tune_allocator: bool = True
+) -> tuple[Child, str]:
     args = ["--cprofile", str(profile)] if profile is not None else []
+    if not tune_allocator:
+        args.append("--no-tune-allocator")
     engine = group.start("engine", "_engine_proc", *args)
     ready = engine.read(30)
     return engine, str(ready["url"])

@@ -59,6 +59,8 @@ class Config:
     swarm_processes: int = 2
     #: cProfile the engine processes of benchmarks 1 and 3 into this folder.
     profile_dir: Path | None = None
+    #: Engines call ``iii_trio.tune_allocator()`` at start, as ``iii-trio engine`` does.
+    tune_allocator: bool = True
 
     @classmethod
     def quick(cls, **changes: Any) -> Config:
@@ -213,9 +215,13 @@ def bench_channel_2hop(config: Config, progress: Progress, deadline: Deadline) -
     mbps: dict[tuple[str, int], list[float]] = {k: [] for k in keys}
     cpu: dict[tuple[str, int], list[float]] = {k: [] for k in keys}
     with Group() as group:
-        trio_engine, trio_url = start_engine(group, _profile_path(config, "engine-bench1-trio"))
+        trio_engine, trio_url = start_engine(
+            group,
+            _profile_path(config, "engine-bench1-trio"),
+            tune_allocator=config.tune_allocator,
+        )
         _, trio_client = start_sdk_pair(group, "trio", trio_url)
-        off_engine, off_url = start_engine(group)
+        off_engine, off_url = start_engine(group, tune_allocator=config.tune_allocator)
         _, off_client = start_sdk_pair(group, "official", off_url)
         for rep in range(config.reps):
             deadline.check(f"benchmark 1, repetition {rep + 1}")
@@ -341,6 +347,7 @@ def bench_invocations(config: Config, progress: Progress, deadline: Deadline) ->
     keys = ("p50_us", "p99_us", "rate1", "rate64", "cpu_us_per_call")
     ours: dict[str, list[float]] = {k: [] for k in keys}
     raw: dict[str, list[float]] = {k: [] for k in keys}
+    trio_relay: dict[str, list[float]] = {k: [] for k in keys}
     latency_cmd = {"cmd": "latency", "n": config.calls, "warmup": config.warmup}
     inflight_cmd = {"cmd": "throughput", "n": config.inflight_calls, "inflight": config.inflight}
     timeout = 120.0
@@ -350,13 +357,24 @@ def bench_invocations(config: Config, progress: Progress, deadline: Deadline) ->
         group.start("json-worker", "_raw", "jworker", "--port", port).read(10)
         raw_caller = group.start("json-caller", "_raw", "jcaller", "--port", port)
         raw_caller.read(10)
-        engine, url = start_engine(group, _profile_path(config, "engine-bench3-trio"))
+        # The same relay written with trio streams: what the event loop alone costs.
+        trelay = group.start("trio-json-relay", "_trio_relay")
+        tport = str(trelay.read(10)["port"])
+        group.start("trio-json-worker", "_raw", "jworker", "--port", tport).read(10)
+        trio_caller = group.start("trio-json-caller", "_raw", "jcaller", "--port", tport)
+        trio_caller.read(10)
+        engine, url = start_engine(
+            group,
+            _profile_path(config, "engine-bench3-trio"),
+            tune_allocator=config.tune_allocator,
+        )
         _, client = start_sdk_pair(group, "trio", url)
         for rep in range(config.reps):
             deadline.check(f"benchmark 3, repetition {rep + 1}")
             for side, caller, relay_pid, out in (
                 ("raw", raw_caller, relay.pid, raw),
-                ("trio", client, engine.pid, ours),
+                ("trio-relay", trio_caller, trelay.pid, trio_relay),
+                ("iii_trio", client, engine.pid, ours),
             ):
                 lat = caller.request(latency_cmd, timeout)
                 cpu0 = cpu_seconds(relay_pid)
@@ -370,7 +388,7 @@ def bench_invocations(config: Config, progress: Progress, deadline: Deadline) ->
                 out["rate64"].append(thr["rate"])
                 out["cpu_us_per_call"].append((cpu1 - cpu0) * 1e6 / thr["calls"])
                 progress(
-                    f"  3. rep {rep + 1} {side:>5}: p50 {lat['p50_us']:6.0f} us, "
+                    f"  3. rep {rep + 1} {side:>10}: p50 {lat['p50_us']:6.0f} us, "
                     f"p99 {lat['p99_us']:6.0f} us, {lat['rate']:6.0f} calls/s (1 in flight), "
                     f"{thr['rate']:6.0f} calls/s ({config.inflight} in flight)"
                 )
@@ -413,6 +431,32 @@ def bench_invocations(config: Config, progress: Progress, deadline: Deadline) ->
             raw["cpu_us_per_call"],
             "raw JSON relay",
         ),
+        # Reference: the raw relay's work done by trio streams (same blocking ends). Its
+        # ratios bound what any trio relay can reach here; no target.
+        Row(
+            "3",
+            "3 ref: trio-streams JSON relay p50",
+            "us",
+            trio_relay["p50_us"],
+            raw["p50_us"],
+            "raw JSON relay",
+        ),
+        Row(
+            "3",
+            f"3 ref: trio-streams JSON relay calls/s, {n} in flight",
+            "calls/s",
+            trio_relay["rate64"],
+            raw["rate64"],
+            "raw JSON relay",
+        ),
+        Row(
+            "3",
+            f"3 ref: trio-streams JSON relay CPU per call, {n} in flight",
+            "us",
+            trio_relay["cpu_us_per_call"],
+            raw["cpu_us_per_call"],
+            "raw JSON relay",
+        ),
     ]
 
 
@@ -429,7 +473,7 @@ def bench_slow_reader(config: Config, progress: Progress, deadline: Deadline) ->
         raw = raw_transfer(size, chunk, rate=rate)
         raw_growth.append(raw["rss_growth_mib"])
         with Group() as group:
-            engine, url = start_engine(group)
+            engine, url = start_engine(group, tune_allocator=config.tune_allocator)
             _, client = start_sdk_pair(group, "trio", url)
             with PeakRss(engine.pid) as rss:
                 result = sdk_transfer(engine, client, size, chunk, "slow reader", rate=rate)
@@ -464,7 +508,7 @@ def bench_many_channels(config: Config, progress: Progress, deadline: Deadline) 
     for rep in range(config.reps):
         deadline.check(f"benchmark 5a, repetition {rep + 1}")
         with Group() as group:
-            engine, url = start_engine(group)
+            engine, url = start_engine(group, tune_allocator=config.tune_allocator)
             _, client = start_sdk_pair(group, "trio", url)
             with PeakRss(engine.pid) as rss:
                 got = client.request(
@@ -532,7 +576,7 @@ def _swarm(config: Config) -> tuple[float, float, float, int]:
     procs = config.swarm_processes
     per = [config.swarm_workers // procs + (i < config.swarm_workers % procs) for i in range(procs)]
     with Group() as group:
-        engine, url = start_engine(group)
+        engine, url = start_engine(group, tune_allocator=config.tune_allocator)
         swarms = [
             group.start(
                 f"swarm{i}",

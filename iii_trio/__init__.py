@@ -7,6 +7,7 @@ and streams bytes through channels (:class:`ChannelWriter`, :class:`ChannelReade
 
 from __future__ import annotations
 
+from ._allocator import tune_allocator as tune_allocator
 from ._errors import FunctionNotFound as FunctionNotFound
 from ._errors import IIIError as IIIError
 from ._errors import InvocationError as InvocationError
@@ -85,4 +86,5 @@ __all__ = [
     "receive_file",
     "send_file",
     "serve_engine",
+    "tune_allocator",
 ]
