@@ -145,10 +145,7 @@ class WebSocket(ClosingSocket):
                 # copy of it into the buffer (see FrameReader.get_buffer).
                 view = self._reader.get_buffer(self._receive_size)
                 try:
-                    if self._reader.last_read_full:
-                        size = await sock.recv_into(view)  # more is probably waiting
-                    else:
-                        size = await _recv_when_readable(sock, view)
+                    size = await _recv_into(sock, view, wait_first=not self._reader.last_read_full)
                 except OSError as exc:
                     raise trio.BrokenResourceError(f"socket connection broken: {exc}") from exc
                 finally:
@@ -416,46 +413,67 @@ class WebSocket(ClosingSocket):
         return self._stream
 
 
-async def _recv_when_readable(sock: trio.socket.SocketType, view: memoryview) -> int:
-    """Wait until ``sock`` is readable, then read into ``view``.
+async def _recv_into(sock: trio.socket.SocketType, view: memoryview, *, wait_first: bool) -> int:
+    """Read into ``view`` with one schedule point: the wait for data, or after the read.
 
-    trio's ``recv_into`` tries the read first and waits only if it fails: on a connection
-    whose last read emptied the socket (every small message) that costs a failed system call
-    and an exception each time. Same cancellation semantics: the wait is the checkpoint, the
-    read itself does not block.
+    ``wait_first``: wait until ``sock`` is readable before reading, for a connection whose
+    last read emptied it (every small message): trying first would cost a failed system call
+    and an exception each time. Otherwise (more is probably waiting) read at once. trio's
+    ``recv_into`` does the same with two checkpoints and two context managers around it.
 
     Raises:
         OSError: the connection broke.
         trio.ClosedResourceError: the socket was closed (by another task of ours).
     """
+    waited = False
+    if not wait_first:
+        await trio.lowlevel.checkpoint_if_cancelled()  # cancelled: raise before reading
     while True:
-        await trio.lowlevel.wait_readable(sock)
+        if wait_first:
+            await trio.lowlevel.wait_readable(sock)
+            waited = True
         fd = sock.fileno()  # -1 once closed: never read a file descriptor reused since
         if fd == -1:
             raise trio.ClosedResourceError("the socket was closed")
         try:
-            return os.readv(fd, [view])
+            size = os.readv(fd, [view])
         except BlockingIOError:
-            continue  # woken without data after all
+            wait_first = True  # no data after all: wait for it
+            continue
+        if not waited:
+            await trio.lowlevel.cancel_shielded_checkpoint()
+        return size
 
 
 async def _send_gathered(stream: trio.abc.Stream, buffers: list[bytes | memoryview]) -> None:
-    """Write ``buffers`` in order with as few system calls as possible.
+    """Write ``buffers`` in order with as few system calls as possible; one schedule point.
+
+    On a socket this calls ``writev`` itself and waits for the socket only when it is full:
+    trio's ``sendmsg`` wraps every call in two checkpoints and two context managers, a
+    fixed cost paid per relayed frame.
 
     Raises:
         trio.BrokenResourceError: the connection broke.
         trio.ClosedResourceError: the stream was closed (by us).
     """
-    if not isinstance(stream, trio.SocketStream) or not hasattr(stream.socket, "sendmsg"):
+    if not isinstance(stream, trio.SocketStream):
         for buffer in buffers:
             await stream.send_all(buffer)
         return
     sock = stream.socket
     views = [memoryview(b).cast("B") for b in buffers if len(b)]
     first = 0
+    waited = False
     while first < len(views):
+        fd = sock.fileno()  # -1 once closed: never write to a descriptor reused since
+        if fd == -1:
+            raise trio.ClosedResourceError("the socket was closed")
         try:
-            sent = await sock.sendmsg(views[first : first + _IOV_MAX])
+            sent = os.writev(fd, views[first : first + _IOV_MAX])
+        except BlockingIOError:
+            await trio.lowlevel.wait_writable(sock)
+            waited = True
+            continue
         except OSError as exc:
             raise trio.BrokenResourceError(f"socket connection broken: {exc}") from exc
         while sent:
@@ -466,6 +484,8 @@ async def _send_gathered(stream: trio.abc.Stream, buffers: list[bytes | memoryvi
             else:
                 views[first] = view[sent:]
                 sent = 0
+    if not waited:
+        await trio.lowlevel.cancel_shielded_checkpoint()
 
 
 _TEXT_HEADERS: Final = [frame_header(Opcode.TEXT, n) for n in range(126)]
