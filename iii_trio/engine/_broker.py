@@ -38,7 +38,6 @@ import hmac
 import logging
 import math
 import secrets
-import uuid
 from collections.abc import Callable
 from functools import partial
 from typing import Final, final
@@ -55,7 +54,7 @@ from .._ws import (
     Reject,
 )
 from .._ws._frames import ABNORMAL_CLOSURE, NO_STATUS, NORMAL_CLOSURE
-from ..protocol import JSON
+from ..protocol import JSON, new_uuid
 from ..protocol._channel_codes import (
     CHANNEL_EXPIRED,
     CLEAN_EOF,
@@ -297,7 +296,7 @@ class ChannelBroker:
         frames = DEFAULT_BUFFER_FRAMES if buffer_size is None else buffer_size
         now = self._now()
         channel = BrokeredChannel(
-            channel_id=str(uuid.uuid4()),
+            channel_id=new_uuid(),
             writer_key=secrets.token_urlsafe(24),
             reader_key=secrets.token_urlsafe(24),
             owner=owner,

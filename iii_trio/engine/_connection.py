@@ -47,6 +47,7 @@ from ..protocol import (
     encode,
     is_ignored_tag,
     loads,
+    new_uuid,
 )
 from ._builtins import BUILTINS, BuiltinError
 from ._invocations import Invocation
@@ -79,8 +80,8 @@ class WorkerConnection:
     def __init__(self, engine: Engine, peer: str) -> None:
         self.engine = engine
         self.peer = peer
-        self.worker_id = str(uuid.uuid4())
-        self.reattach_token = str(uuid.uuid4())
+        self.worker_id = new_uuid()
+        self.reattach_token = new_uuid()
         self.namespace = DEFAULT_NAMESPACE
         #: What the worker said about itself in ``engine::workers::register``.
         self.info: dict[str, JSON] = {}

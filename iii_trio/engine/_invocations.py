@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import heapq
 import itertools
-import uuid
 from typing import final
 
 import attrs
+
+from ..protocol import new_uuid
 
 
 @attrs.define(eq=False, kw_only=True)
@@ -38,7 +39,7 @@ class InvocationTable:
     def new_target_id(self, caller_id: str | None) -> str:
         if caller_id is not None and caller_id not in self._by_id:
             return caller_id
-        return str(uuid.uuid4())
+        return new_uuid()
 
     def add(self, inv: Invocation) -> None:
         assert inv.target_id not in self._by_id

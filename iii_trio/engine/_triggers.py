@@ -39,7 +39,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import uuid
 from typing import TYPE_CHECKING, Final, Literal, final
 
 import attrs
@@ -54,6 +53,7 @@ from iii_trio.protocol import (
     TriggerRegistrationResult,
     UnregisterTrigger,
     UnregisterTriggerType,
+    new_uuid,
 )
 
 from ._builtins import BuiltinError
@@ -533,7 +533,7 @@ class TriggerRouter:
                 INVALID_PAYLOAD, "'trigger_type' and 'function_id' are required strings"
             )
         binding = Binding(
-            id=str(uuid.uuid4()),
+            id=new_uuid(),
             trigger_type=trigger_type,
             function_id=function_id,
             config=payload.get("config"),

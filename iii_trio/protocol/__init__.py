@@ -20,6 +20,7 @@ from ._codec import structure as structure
 from ._codec import structure_ref as structure_ref
 from ._codec import unstructure as unstructure
 from ._codec import unstructure_ref as unstructure_ref
+from ._ids import new_uuid as new_uuid
 from ._messages import JSON as JSON
 from ._messages import WIRE_NAMES as WIRE_NAMES
 from ._messages import Action as Action

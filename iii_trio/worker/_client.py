@@ -16,7 +16,6 @@ import platform
 import random
 import socket
 import traceback
-import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any, Final, TypeVar, final
@@ -54,6 +53,7 @@ from ..protocol import (
     WorkerRegistered,
     decode,
     encode,
+    new_uuid,
     structure_ref,
 )
 from ..protocol import (
@@ -587,7 +587,7 @@ class Worker:
                 # session.send does not yield when the outbox has room; trigger always does.
                 await trio.lowlevel.checkpoint()
             return None
-        invocation_id = str(uuid.uuid4())
+        invocation_id = new_uuid()
         with _timeout_as_error(seconds, function_id):
             session = await self._wait_session()
             pending = _Pending(session)

@@ -29,7 +29,6 @@ import contextlib
 import inspect
 import logging
 import traceback
-import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, Final, Protocol, final
@@ -50,6 +49,7 @@ from iii_trio.protocol import (
     encode,
 )
 
+from ..protocol import new_uuid
 from ._refs import payload_to_json
 
 if TYPE_CHECKING:
@@ -395,7 +395,7 @@ class WorkerTriggers:
         if hasattr(config, "model_dump"):  # pydantic models, as the official SDK allows
             config = config.model_dump()
         message = RegisterTrigger(
-            id=str(uuid.uuid4()),
+            id=new_uuid(),
             trigger_type=trigger_type,
             function_id=function_id,
             config=payload_to_json(config),
