@@ -51,9 +51,9 @@ RECEIVE_SIZE: Final = 256 * 1024  # 256 KiB
 #: Seconds to keep draining a peer we are closing for a protocol error (see ``_fail``).
 FAIL_LINGER: Final = 2.0
 #: Buffers below this size are copied together; larger payloads go to the kernel as their
-#: own buffer of a gathered write (``sendmsg``), so relayed bytes are not copied again.
+#: own buffer of a gathered write (``writev``), so relayed bytes are not copied again.
 _COALESCE_LIMIT: Final = 16 * 1024
-#: Buffers per ``sendmsg`` call (Linux's IOV_MAX is 1024).
+#: Buffers per ``writev`` call (Linux's IOV_MAX is 1024).
 _IOV_MAX: Final = 512
 
 
@@ -85,9 +85,11 @@ class WebSocket(ClosingSocket):
         if leftover:
             self._reader.feed(leftover)
         self._receive_size = receive_size
-        #: The trio socket under a plain TCP stream, read with ``recv_into``.
+        #: The trio socket under a plain TCP stream, read and written with ``readv``/``writev``.
         self._socket = stream.socket if isinstance(stream, trio.SocketStream) else None
-        self._send_lock = trio.Lock()
+        #: Held while frames are written. A semaphore: trio.Lock also records its owner for
+        #: deadlock detection, which tripled the cost of every uncontended send.
+        self._send_lock = trio.Semaphore(1)
         #: Bytes a partial ``send_many_nowait`` left unwritten; every write sends them first.
         self._tail: list[memoryview] = []
         #: The peer's message size limit is not known over a socket.
@@ -252,7 +254,7 @@ class WebSocket(ClosingSocket):
         later. The caller must then make sure :meth:`flush` (or any send) runs.
         """
         sock = self._socket
-        if sock is None or self._tail or self._state is not State.OPEN or self._send_lock.locked():
+        if sock is None or self._tail or self._state is not State.OPEN or not self._send_lock.value:
             return False
         fd = sock.fileno()
         if fd == -1:
