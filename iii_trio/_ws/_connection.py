@@ -4,8 +4,10 @@ Theory of operation
 -------------------
 There is no background task: whoever calls :meth:`WebSocket.receive` drives the connection
 (reads the socket, answers pings, completes the close handshake). At most one task may receive
-at a time. Sends from any task are serialized by a lock and written with as few
-``send_all`` calls as possible (:meth:`WebSocket.send_many` coalesces a batch).
+at a time. Sends from any task are serialized by a lock and written with as few system calls
+as possible (:meth:`WebSocket.send_many` coalesces a batch; on a socket, one ``writev``).
+On a socket, reads and writes call ``readv``/``writev`` themselves (POSIX only), with one
+schedule point per call instead of the two that trio's socket methods take.
 
 :meth:`WebSocket.send_many_nowait` writes without a schedule point when nobody holds the lock:
 one non-blocking system call from the calling task, which saves the task switch a hand-off to
@@ -13,7 +15,7 @@ a writer task costs (most of the latency of a small message). If the kernel take
 the bytes, the rest is kept as the *tail*, which every later write sends first, so frames are
 never interleaved; the caller then owes the connection a :meth:`WebSocket.flush`.
 
-A ``send_all`` that is cancelled part-way leaves an unknown prefix of a frame on the wire, so
+A write that is cancelled part-way leaves an unknown prefix of a frame on the wire, so
 such a cancellation marks the connection broken and drops the TCP connection: the peer sees
 an abnormal closure (1006), never a corrupt message.
 
@@ -89,7 +91,7 @@ class WebSocket(ClosingSocket):
         self._socket = stream.socket if isinstance(stream, trio.SocketStream) else None
         #: Held while frames are written. A semaphore: trio.Lock also records its owner for
         #: deadlock detection, which tripled the cost of every uncontended send.
-        self._send_lock = trio.Semaphore(1)
+        self._send_lock = trio.Semaphore(1, max_value=1)
         #: Bytes a partial ``send_many_nowait`` left unwritten; every write sends them first.
         self._tail: list[memoryview] = []
         #: The peer's message size limit is not known over a socket.
@@ -448,7 +450,8 @@ async def _recv_into(sock: trio.socket.SocketType, view: memoryview, *, wait_fir
 
 
 async def _send_gathered(stream: trio.abc.Stream, buffers: list[bytes | memoryview]) -> None:
-    """Write ``buffers`` in order with as few system calls as possible; one schedule point.
+    """Write ``buffers`` in order with as few system calls as possible. One schedule point:
+    the final one, or each wait while the socket is full.
 
     On a socket this calls ``writev`` itself and waits for the socket only when it is full:
     trio's ``sendmsg`` wraps every call in two checkpoints and two context managers, a
