@@ -47,7 +47,14 @@ def _die_with_parent() -> None:
 class Child:
     """One child process speaking JSON lines."""
 
-    def __init__(self, name: str, module: str, *args: str, env: dict[str, str] | None = None):
+    def __init__(
+        self,
+        name: str,
+        module: str,
+        *args: str,
+        env: dict[str, str] | None = None,
+        root: Path = ROOT,
+    ):
         self.name = name
         self._log: IO[bytes] = tempfile.TemporaryFile(prefix=f"bench-{name}-")  # noqa: SIM115
         full_env = {**os.environ, **(env or {})}
@@ -57,7 +64,7 @@ class Child:
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=self._log,
-            cwd=ROOT,
+            cwd=root,  # ``python -m`` imports benchmarks and iii_trio from there
             env=full_env,
             preexec_fn=_die_with_parent,
         )
@@ -159,12 +166,13 @@ class Group:
 
 
 def start_engine(
-    group: Group, profile: Path | None = None, *, tune_allocator: bool = True
+    group: Group, profile: Path | None = None, *, tune_allocator: bool = True, root: Path = ROOT
 ) -> tuple[Child, str]:
+    """An engine process (``_engine_proc``) run from the checkout ``root``, and its URL."""
     args = ["--cprofile", str(profile)] if profile is not None else []
     if not tune_allocator:
         args.append("--no-tune-allocator")
-    engine = group.start("engine", "_engine_proc", *args)
+    engine = group.start("engine", "_engine_proc", *args, root=root)
     ready = engine.read(30)
     return engine, str(ready["url"])
 
