@@ -8,6 +8,7 @@ closed or the connection broke; ``trio.ClosedResourceError`` when *we* closed it
 
 from __future__ import annotations
 
+import abc
 import enum
 from typing import Final
 
@@ -37,7 +38,7 @@ class State(enum.Enum):
     CLOSED = "closed"
 
 
-class ClosingSocket:
+class ClosingSocket(abc.ABC):
     """The receive and close bookkeeping of a message socket. Subclasses provide
     ``_receive`` (the next message, driving the close handshake) and ``close``."""
 
@@ -51,11 +52,13 @@ class ClosingSocket:
         self._closed_locally = False
         self.bytes_received = 0
 
+    @abc.abstractmethod
     async def _receive(self) -> str | bytes:
-        raise NotImplementedError
+        """The next data message; raises ConnectionClosed at the end."""
 
+    @abc.abstractmethod
     async def close(self, code: int = 1000, reason: str = "") -> None:
-        raise NotImplementedError
+        """Start (or finish) the close handshake; closes even when cancelled."""
 
     async def receive(self) -> str | bytes:
         """The next data message: ``str`` for text, ``bytes`` for binary.

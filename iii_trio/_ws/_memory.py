@@ -110,6 +110,14 @@ def _freeze(message: str | bytes | memoryview) -> str | bytes:
     return view.tobytes()
 
 
+def _frozen(messages: Iterable[str | bytes | memoryview]) -> list[str | bytes]:
+    """:func:`_freeze` applied to each message (``bytes``, the common case, as it is).
+
+    Raises: as :func:`_freeze`.
+    """
+    return [m if type(m) is bytes else _freeze(m) for m in messages]
+
+
 @final
 class MemoryWebSocket(ClosingSocket):
     """One half of an in-process WebSocket (:func:`memory_websocket_pair`). Same interface
@@ -196,7 +204,7 @@ class MemoryWebSocket(ClosingSocket):
             ConnectionClosed: the peer closed or went away.
             trio.ClosedResourceError: we closed it.
         """
-        batch = [m if type(m) is bytes else _freeze(m) for m in messages]
+        batch = _frozen(messages)
         outbox = self._out
         # The schedule point comes first, before anything is sent: a receiver woken by our
         # previous send then runs, deals with that message and waits again before this one
@@ -225,7 +233,7 @@ class MemoryWebSocket(ClosingSocket):
         ):
             return False
         try:
-            batch = [m if type(m) is bytes else _freeze(m) for m in messages]
+            batch = _frozen(messages)
         except (UnicodeEncodeError, TypeError):
             return False  # send_many raises it
         self._deliver(batch)
@@ -315,7 +323,7 @@ class MemoryWebSocket(ClosingSocket):
     # --- closing ---------------------------------------------------------------------------
 
     async def close(self, code: int = NORMAL_CLOSURE, reason: str = "") -> None:
-        """Start (or finish) the close handshake, waiting at most :data:`~iii_trio._ws._closing.CLOSE_TIMEOUT` for the
+        """Start (or finish) the close handshake, waiting at most ``CLOSE_TIMEOUT`` for the
         peer's answer. Closes even when cancelled. Idempotent.
 
         Raises:

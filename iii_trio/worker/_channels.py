@@ -239,13 +239,15 @@ class ChannelWriter(trio.abc.SendStream):
                 self._check()
                 chunk = ws.max_send_size or self._chunk
                 frames = [view[i : i + chunk] for i in range(0, size, chunk)]
+            batches = (
+                (frames,)  # the common case, without slicing
+                if len(frames) <= _SEND_BATCH
+                else [frames[i : i + _SEND_BATCH] for i in range(0, len(frames), _SEND_BATCH)]
+            )
             self._sending = True
             try:
-                if len(frames) <= _SEND_BATCH:
-                    await ws.send_many(frames)
-                else:
-                    for start in range(0, len(frames), _SEND_BATCH):
-                        await ws.send_many(frames[start : start + _SEND_BATCH])
+                for batch in batches:
+                    await ws.send_many(batch)
             except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
                 raise self._failed(exc) from exc
             finally:

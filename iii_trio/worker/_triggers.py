@@ -47,9 +47,9 @@ from iii_trio.protocol import (
     UnregisterTrigger,
     UnregisterTriggerType,
     encode,
+    new_uuid,
 )
 
-from ..protocol import new_uuid
 from ._refs import payload_to_json
 
 if TYPE_CHECKING:
