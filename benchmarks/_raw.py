@@ -45,7 +45,7 @@ def _accept_roles(server: socket.socket, roles: str) -> dict[str, socket.socket]
         conn, _ = server.accept()
         conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         role = conn.recv(1).decode()
-        if role not in roles or role in conns:
+        if len(role) != 1 or role not in roles or role in conns:
             conn.close()
             continue
         conns[role] = conn
@@ -125,56 +125,87 @@ def writer(args: argparse.Namespace) -> None:
 # --- JSON calls ----------------------------------------------------------------------------
 
 
+class LineBuffer:
+    """Splits received bytes into newline-terminated messages (no I/O)."""
+
+    def __init__(self) -> None:
+        self._buffer = b""
+
+    def feed(self, data: bytes) -> list[bytes]:
+        """Every message ``data`` completes (none if it ends mid-message)."""
+        self._buffer += data
+        if b"\n" not in data:
+            return []
+        *lines, self._buffer = self._buffer.split(b"\n")
+        return lines
+
+
+def join_lines(lines: list[bytes]) -> bytes:
+    return b"\n".join(lines) + b"\n"
+
+
+class Router:
+    """The relay's work per message: parse, re-id towards the worker, route the reply back
+    under the caller's id, re-encode. Shared by this relay and ``_trio_relay``."""
+
+    def __init__(self) -> None:
+        self._routes: dict[int, str] = {}
+        self._ids = itertools.count()
+
+    def calls(self, lines: list[bytes]) -> list[bytes]:
+        out = []
+        for line in lines:
+            msg = json.loads(line)
+            target = next(self._ids)
+            self._routes[target] = msg["id"]
+            call = {"type": "invoke", "id": target, "fn": msg["fn"], "data": msg["data"]}
+            out.append(json.dumps(call).encode())
+        return out
+
+    def results(self, lines: list[bytes]) -> list[bytes]:
+        out = []
+        for line in lines:
+            msg = json.loads(line)
+            origin = self._routes.pop(msg["id"])
+            result = {"type": "result", "id": origin, "result": msg["result"]}
+            out.append(json.dumps(result).encode())
+        return out
+
+
 class _LineSocket:
     """Newline-delimited messages over a blocking socket: ``receive`` returns every complete
     line that one ``recv`` made available (at least one), ``send`` writes many in one call."""
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
-        self._buffer = b""
+        self._lines = LineBuffer()
 
     def receive(self) -> list[bytes]:
         while True:
             data = self.sock.recv(65536)
             if not data:
                 return []
-            self._buffer += data
-            if b"\n" in data:
-                *lines, self._buffer = self._buffer.split(b"\n")
+            if lines := self._lines.feed(data):
                 return lines
 
     def send(self, lines: list[bytes]) -> None:
-        self.sock.sendall(b"\n".join(lines) + b"\n")
+        self.sock.sendall(join_lines(lines))
 
 
 def jrelay(args: argparse.Namespace) -> None:
     server = _listen()
     conns = _accept_roles(server, "CK")
     caller, worker = _LineSocket(conns["C"]), _LineSocket(conns["K"])
-    routes: dict[int, str] = {}
-    ids = itertools.count()
+    router = Router()
 
     def forward_calls() -> None:
         while lines := caller.receive():
-            out = []
-            for line in lines:
-                msg = json.loads(line)
-                target = next(ids)
-                routes[target] = msg["id"]
-                call = {"type": "invoke", "id": target, "fn": msg["fn"], "data": msg["data"]}
-                out.append(json.dumps(call).encode())
-            worker.send(out)
+            worker.send(router.calls(lines))
         worker.sock.shutdown(socket.SHUT_WR)
 
     def forward_results() -> None:
         while lines := worker.receive():
-            out = []
-            for line in lines:
-                msg = json.loads(line)
-                origin = routes.pop(msg["id"])
-                result = {"type": "result", "id": origin, "result": msg["result"]}
-                out.append(json.dumps(result).encode())
-            caller.send(out)
+            caller.send(router.results(lines))
         caller.sock.shutdown(socket.SHUT_WR)
 
     threads = [threading.Thread(target=forward_calls), threading.Thread(target=forward_results)]

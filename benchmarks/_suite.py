@@ -101,6 +101,12 @@ def check_stream(result: dict[str, Any], size: int, chunk: int, what: str) -> No
         )
 
 
+def _start_engine(group: Group, config: Config, profile: str | None = None) -> tuple[Child, str]:
+    """An engine process as ``config`` says (allocator; cProfile into ``profile``.pstats)."""
+    path = None if profile is None else _profile_path(config, profile)
+    return start_engine(group, path, tune_allocator=config.tune_allocator)
+
+
 def _profile_path(config: Config, name: str) -> Path | None:
     if config.profile_dir is None:
         return None
@@ -215,13 +221,9 @@ def bench_channel_2hop(config: Config, progress: Progress, deadline: Deadline) -
     mbps: dict[tuple[str, int], list[float]] = {k: [] for k in keys}
     cpu: dict[tuple[str, int], list[float]] = {k: [] for k in keys}
     with Group() as group:
-        trio_engine, trio_url = start_engine(
-            group,
-            _profile_path(config, "engine-bench1-trio"),
-            tune_allocator=config.tune_allocator,
-        )
+        trio_engine, trio_url = _start_engine(group, config, "engine-bench1-trio")
         _, trio_client = start_sdk_pair(group, "trio", trio_url)
-        off_engine, off_url = start_engine(group, tune_allocator=config.tune_allocator)
+        off_engine, off_url = _start_engine(group, config)
         _, off_client = start_sdk_pair(group, "official", off_url)
         for rep in range(config.reps):
             deadline.check(f"benchmark 1, repetition {rep + 1}")
@@ -363,11 +365,7 @@ def bench_invocations(config: Config, progress: Progress, deadline: Deadline) ->
         group.start("trio-json-worker", "_raw", "jworker", "--port", tport).read(10)
         trio_caller = group.start("trio-json-caller", "_raw", "jcaller", "--port", tport)
         trio_caller.read(10)
-        engine, url = start_engine(
-            group,
-            _profile_path(config, "engine-bench3-trio"),
-            tune_allocator=config.tune_allocator,
-        )
+        engine, url = _start_engine(group, config, "engine-bench3-trio")
         _, client = start_sdk_pair(group, "trio", url)
         for rep in range(config.reps):
             deadline.check(f"benchmark 3, repetition {rep + 1}")
@@ -473,7 +471,7 @@ def bench_slow_reader(config: Config, progress: Progress, deadline: Deadline) ->
         raw = raw_transfer(size, chunk, rate=rate)
         raw_growth.append(raw["rss_growth_mib"])
         with Group() as group:
-            engine, url = start_engine(group, tune_allocator=config.tune_allocator)
+            engine, url = _start_engine(group, config)
             _, client = start_sdk_pair(group, "trio", url)
             with PeakRss(engine.pid) as rss:
                 result = sdk_transfer(engine, client, size, chunk, "slow reader", rate=rate)
@@ -508,7 +506,7 @@ def bench_many_channels(config: Config, progress: Progress, deadline: Deadline) 
     for rep in range(config.reps):
         deadline.check(f"benchmark 5a, repetition {rep + 1}")
         with Group() as group:
-            engine, url = start_engine(group, tune_allocator=config.tune_allocator)
+            engine, url = _start_engine(group, config)
             _, client = start_sdk_pair(group, "trio", url)
             with PeakRss(engine.pid) as rss:
                 got = client.request(
@@ -576,7 +574,7 @@ def _swarm(config: Config) -> tuple[float, float, float, int]:
     procs = config.swarm_processes
     per = [config.swarm_workers // procs + (i < config.swarm_workers % procs) for i in range(procs)]
     with Group() as group:
-        engine, url = start_engine(group, tune_allocator=config.tune_allocator)
+        engine, url = _start_engine(group, config)
         swarms = [
             group.start(
                 f"swarm{i}",

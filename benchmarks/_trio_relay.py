@@ -12,13 +12,10 @@ layer cost; the difference between this relay and the engine is what iii_trio ad
 
 from __future__ import annotations
 
-import itertools
-import json
-
 import trio
 
 from ._common import emit
-from ._raw import HOST
+from ._raw import HOST, LineBuffer, Router, join_lines
 
 
 class _Lines:
@@ -26,20 +23,18 @@ class _Lines:
 
     def __init__(self, stream: trio.SocketStream) -> None:
         self.stream = stream
-        self._buffer = b""
+        self._lines = LineBuffer()
 
     async def receive(self) -> list[bytes]:
         while True:
             data = await self.stream.receive_some(65536)
             if not data:
                 return []
-            self._buffer += data
-            if b"\n" in data:
-                *lines, self._buffer = self._buffer.split(b"\n")
+            if lines := self._lines.feed(data):
                 return lines
 
     async def send(self, lines: list[bytes]) -> None:
-        await self.stream.send_all(b"\n".join(lines) + b"\n")
+        await self.stream.send_all(join_lines(lines))
 
 
 async def _accept_roles(listener: trio.SocketListener) -> dict[str, trio.SocketStream]:
@@ -47,7 +42,7 @@ async def _accept_roles(listener: trio.SocketListener) -> dict[str, trio.SocketS
     while len(conns) < 2:
         stream = await listener.accept()
         role = (await stream.receive_some(1)).decode()
-        if role not in "CK" or role in conns:
+        if role not in ("C", "K") or role in conns:
             await stream.aclose()
             continue
         conns[role] = stream
@@ -59,30 +54,16 @@ async def relay() -> None:
     emit({"event": "ready", "port": listeners[0].socket.getsockname()[1]})
     conns = await _accept_roles(listeners[0])
     caller, worker = _Lines(conns["C"]), _Lines(conns["K"])
-    routes: dict[int, str] = {}
-    ids = itertools.count()
+    router = Router()
 
     async def forward_calls() -> None:
         while lines := await caller.receive():
-            out = []
-            for line in lines:
-                msg = json.loads(line)
-                target = next(ids)
-                routes[target] = msg["id"]
-                call = {"type": "invoke", "id": target, "fn": msg["fn"], "data": msg["data"]}
-                out.append(json.dumps(call).encode())
-            await worker.send(out)
+            await worker.send(router.calls(lines))
         await worker.stream.send_eof()
 
     async def forward_results() -> None:
         while lines := await worker.receive():
-            out = []
-            for line in lines:
-                msg = json.loads(line)
-                origin = routes.pop(msg["id"])
-                result = {"type": "result", "id": origin, "result": msg["result"]}
-                out.append(json.dumps(result).encode())
-            await caller.send(out)
+            await caller.send(router.results(lines))
         await caller.stream.send_eof()
 
     async with trio.open_nursery() as nursery:
