@@ -1,4 +1,5 @@
-"""The iii_trio error tree.
+"""The iii_trio error tree: what users catch. The wire codes they carry are in
+:mod:`iii_trio._codes`.
 
 No trio import here: the sans-IO protocol layer raises these too. Stream failures on channel
 ends use trio's own resource errors (see :mod:`iii_trio.worker._channel_errors`).
@@ -8,20 +9,14 @@ from __future__ import annotations
 
 from typing import Final, final
 
-#: Wire codes (``ErrorBody.code``) used by iii and by this engine.
-FUNCTION_NOT_FOUND: Final = "function_not_found"
-INVOCATION_FAILED: Final = "invocation_failed"
-INVOCATION_STOPPED: Final = "invocation_stopped"
-INVOCATION_TIMEOUT: Final = "invocation_timeout"
-FUNCTION_NOT_INVOKABLE: Final = "function_not_invokable"
-INVALID_MESSAGE: Final = "invalid_message"
-INVALID_PAYLOAD: Final = "invalid_payload"
-ENQUEUE_ERROR: Final = "enqueue_error"
-LIMIT_EXCEEDED: Final = "limit_exceeded"
-ENGINE_SHUTDOWN: Final = "engine_shutdown"
-#: Local only (never on the wire): our own connection to the engine went away.
-WORKER_DISCONNECTED: Final = "worker_disconnected"
-FUNCTION_NAMESPACE_CONFLICT: Final = "FUNCTION_NAMESPACE_CONFLICT"
+from ._codes import (
+    FUNCTION_NOT_FOUND,
+    INVALID_MESSAGE,
+    INVOCATION_FAILED,
+    INVOCATION_STOPPED,
+    INVOCATION_TIMEOUT,
+    WORKER_DISCONNECTED,
+)
 
 
 class IIIError(Exception):

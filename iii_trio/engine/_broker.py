@@ -18,7 +18,7 @@ in the engine's own process (``Engine.local_dialer``) with room in its socket ge
 straight from the writer's handler when nothing is buffered ahead of it: no task in between;
 if the writer is in-process too, from the writer's own task (the socket's ``receive_hook``).
 
-End states are never confused (codes in :mod:`iii_trio.protocol._channel_codes`):
+End states are never confused (codes in :mod:`iii_trio._codes`):
 
 * writer closes with 1000 or no status → reader gets every buffered frame, then 1000;
 * writer closes with any other code → reader gets the buffered frames, then that code/reason;
@@ -45,6 +45,14 @@ from typing import Final, final
 import attrs
 import trio
 
+from .._codes import (
+    CHANNEL_ENGINE_SHUTDOWN,
+    CHANNEL_EXPIRED,
+    CLEAN_EOF,
+    READER_CLOSED,
+    READER_LOST,
+    WRITER_LOST,
+)
 from .._ws import (
     Accept,
     ConnectionClosed,
@@ -55,14 +63,6 @@ from .._ws import (
 )
 from .._ws._frames import ABNORMAL_CLOSURE, NO_STATUS, NORMAL_CLOSURE
 from ..protocol import JSON, new_uuid
-from ..protocol._channel_codes import (
-    CHANNEL_EXPIRED,
-    CLEAN_EOF,
-    ENGINE_SHUTDOWN,
-    READER_CLOSED,
-    READER_LOST,
-    WRITER_LOST,
-)
 from ._config import EngineConfig
 
 logger = logging.getLogger("iii_trio.channels")
@@ -243,7 +243,7 @@ async def _goodbye(ws: MessageSocket) -> None:
     """The engine is stopping under this end: tell its peer (1001) rather than vanish."""
     if not ws.closed:
         with trio.CancelScope(shield=True), trio.move_on_after(1):
-            await ws.close(ENGINE_SHUTDOWN, "engine shutting down")
+            await ws.close(CHANNEL_ENGINE_SHUTDOWN, "engine shutting down")
 
 
 def _writer_end(exc: ConnectionClosed) -> tuple[int, str]:
@@ -404,7 +404,7 @@ class ChannelBroker:
             if isinstance(ws, MemoryWebSocket):
                 ws.receive_hook = None
             if channel.writer_end is None:
-                channel.writer_end = (ENGINE_SHUTDOWN, "engine shutting down")
+                channel.writer_end = (CHANNEL_ENGINE_SHUTDOWN, "engine shutting down")
                 await _goodbye(ws)
             channel.writer_running = False
             channel.notify()
@@ -420,7 +420,7 @@ class ChannelBroker:
                 # (a Close with a code, or a dropped connection) and ends the nursery.
         finally:
             if not channel.delivered and channel.reader_end is None:
-                channel.stop_writer(ENGINE_SHUTDOWN, "engine shutting down")
+                channel.stop_writer(CHANNEL_ENGINE_SHUTDOWN, "engine shutting down")
                 await _goodbye(ws)
             channel.reader_running = False
             self._maybe_remove(channel)

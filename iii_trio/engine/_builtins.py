@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Final
 
-from .._errors import ENGINE_SHUTDOWN, INVALID_PAYLOAD, LIMIT_EXCEEDED
+from .._codes import ENGINE_SHUTDOWN, INVALID_PAYLOAD, LIMIT_EXCEEDED
 from ..protocol import JSON
 from ._broker import ChannelLimitExceeded
 from ._registry import DEFAULT_NAMESPACE, RESERVED_PREFIX

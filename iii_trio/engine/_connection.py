@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Final, final
 
 import trio
 
-from .. import _errors as codes
+from .. import _codes as codes
 from .._errors import RemoteProtocolError
 from .._ws import ConnectionClosed, MessageSocket
 from ..protocol import (

@@ -14,7 +14,7 @@ import attrs
 import trio
 import trio.testing
 
-from .. import _errors as codes
+from .. import _codes as codes
 from .._ws import (
     Accept,
     ConnectionClosed,

@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Final, Literal, final
 
 import attrs
 
-from iii_trio._errors import INVALID_PAYLOAD
+from iii_trio._codes import INVALID_PAYLOAD, TRIGGER_REGISTRATION_FAILED
 from iii_trio.protocol import (
     JSON,
     ErrorBody,
@@ -68,8 +68,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("iii_trio.engine")
 
-#: Wire code for a binding the engine or its provider refused (iii's).
-TRIGGER_REGISTRATION_FAILED: Final = "trigger_registration_failed"
 #: ``config_summary`` in ``engine::registered-triggers::list`` is cut to this many characters.
 CONFIG_SUMMARY_MAX_LEN: Final = 80
 

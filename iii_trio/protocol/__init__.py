@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from ._channel_codes import CHANNEL_EXPIRED as CHANNEL_EXPIRED
-from ._channel_codes import CLEAN_EOF as CLEAN_EOF
-from ._channel_codes import ENGINE_SHUTDOWN as ENGINE_SHUTDOWN
-from ._channel_codes import READER_CLOSED as READER_CLOSED
-from ._channel_codes import READER_LOST as READER_LOST
-from ._channel_codes import WRITER_ABORTED as WRITER_ABORTED
-from ._channel_codes import WRITER_LOST as WRITER_LOST
+from .._codes import CHANNEL_ENGINE_SHUTDOWN as CHANNEL_ENGINE_SHUTDOWN
+from .._codes import CHANNEL_EXPIRED as CHANNEL_EXPIRED
+from .._codes import CLEAN_EOF as CLEAN_EOF
+from .._codes import READER_CLOSED as READER_CLOSED
+from .._codes import READER_LOST as READER_LOST
+from .._codes import WRITER_ABORTED as WRITER_ABORTED
+from .._codes import WRITER_LOST as WRITER_LOST
 from ._codec import UNKNOWN_TYPE as UNKNOWN_TYPE
 from ._codec import decode as decode
 from ._codec import dumps as dumps

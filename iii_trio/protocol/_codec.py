@@ -16,7 +16,8 @@ from typing import Any, Final
 import cattrs
 from cattrs.strategies import configure_tagged_union
 
-from .._errors import INVALID_MESSAGE, LocalProtocolError, RemoteProtocolError
+from .._codes import INVALID_MESSAGE
+from .._errors import LocalProtocolError, RemoteProtocolError
 from ._messages import (
     IGNORED_TAGS,
     JSON,

@@ -7,7 +7,7 @@ from typing import final
 
 import trio
 
-from ..protocol._channel_codes import (
+from .._codes import (
     CHANNEL_EXPIRED,
     READER_CLOSED,
     READER_LOST,

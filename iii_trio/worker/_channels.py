@@ -33,11 +33,11 @@ from urllib.parse import quote, urlsplit
 import attrs
 import trio
 
+from .._codes import READER_CLOSED, WRITER_ABORTED
 from .._ws import ConnectionClosed, Dialer, HandshakeError, MessageSocket, connect_message_socket
 from .._ws._client import CONNECT_TIMEOUT
 from .._ws._frames import NO_STATUS, NORMAL_CLOSURE
 from ..protocol import StreamChannelRef
-from ..protocol._channel_codes import READER_CLOSED, WRITER_ABORTED
 from ._channel_errors import ChannelBroken, ChannelRefused, channel_error
 
 logger = logging.getLogger("iii_trio.channels")

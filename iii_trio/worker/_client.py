@@ -23,7 +23,7 @@ from typing import Any, Final, TypeVar, final
 import attrs
 import trio
 
-from .. import _errors as codes
+from .. import _codes as codes
 from .._errors import (
     IIIError,
     InvocationError,

@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any, Final, Protocol, final
 import attrs
 import trio
 
+from iii_trio._codes import TRIGGER_FAILED, TRIGGER_REGISTRATION_FAILED
 from iii_trio._errors import IIIError, WorkerDisconnected
 from iii_trio.protocol import (
     JSON,
@@ -57,10 +58,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("iii_trio.worker")
 
-#: Wire code sent when a handler's ``register_trigger`` raises (iii's code).
-TRIGGER_REGISTRATION_FAILED: Final = "trigger_registration_failed"
-#: Wire code sent when a binding's work crashes after it was registered.
-TRIGGER_FAILED: Final = "trigger_failed"
 #: Seconds ``unregister_trigger`` may run when the binding goes because the connection ended.
 UNREGISTER_GRACE: Final = 5.0
 

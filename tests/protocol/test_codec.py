@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 import iii_trio.protocol as proto
 from iii_trio import LocalProtocolError, RemoteProtocolError
-from iii_trio._errors import INVALID_MESSAGE
+from iii_trio._codes import INVALID_MESSAGE
 from iii_trio.protocol import (
     UNKNOWN_TYPE,
     WIRE_NAMES,

@@ -42,8 +42,9 @@ def _sans_io_files() -> list[Path]:
 
 SANS_IO_FILES = _sans_io_files()
 SANS_IO_MODULES = frozenset(_module_name(path) for path in SANS_IO_FILES)
-#: Where a sans-IO module may import from inside iii_trio: each other and the error tree.
-ALLOWED_INTERNAL = SANS_IO_MODULES | {"iii_trio._errors"}
+#: Where a sans-IO module may import from inside iii_trio: each other, the error tree and the
+#: wire codes.
+ALLOWED_INTERNAL = SANS_IO_MODULES | {"iii_trio._errors", "iii_trio._codes"}
 
 
 def _resolve(importer: str, is_package: bool, level: int, module: str | None) -> str:
