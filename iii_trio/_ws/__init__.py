@@ -16,6 +16,8 @@ from ._handshake import HandshakeError as HandshakeError
 from ._handshake import HandshakeRequest as HandshakeRequest
 from ._memory import MemoryWebSocket as MemoryWebSocket
 from ._memory import memory_websocket_pair as memory_websocket_pair
+from ._outbox import Outbox as Outbox
+from ._outbox import OutboxStatistics as OutboxStatistics
 from ._server import Accept as Accept
 from ._server import Reject as Reject
 from ._server import Router as Router

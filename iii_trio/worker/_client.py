@@ -34,7 +34,14 @@ from .._errors import (
     invocation_error,
 )
 from .._version import __version__
-from .._ws import ConnectionClosed, Dialer, HandshakeError, MessageSocket, connect_message_socket
+from .._ws import (
+    ConnectionClosed,
+    Dialer,
+    HandshakeError,
+    MessageSocket,
+    Outbox,
+    connect_message_socket,
+)
 from .._ws._client import CONNECT_TIMEOUT
 from ..protocol import (
     JSON,
@@ -74,8 +81,8 @@ MAX_MESSAGE_SIZE: Final = 80 * 1024 * 1024
 #: Reconnect backoff: first delay and cap, in seconds (iii's: 1 s doubling to 30 s, ±30 %).
 RECONNECT_DELAY: Final = 1.0
 RECONNECT_MAX_DELAY: Final = 30.0
-_OUTBOX: Final = 512
-_BATCH: Final = 256
+#: Bytes queued for the engine before ``trigger`` calls wait for the writer.
+OUTBOX_LIMIT: Final = 8 * 1024 * 1024
 _ABORT_GRACE: Final = 1.0  # seconds to tell a channel's peer why we stop, when cancelled
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -102,78 +109,36 @@ class FunctionRef:
 
 
 class _Session:
-    """One live connection: its reader loop, its writer task, its invocations.
-
-    As on the engine side, a message is written by the sending task itself (one non-blocking
-    system call, no task switch) when the writer is idle, and queued for the writer otherwise
-    (see ``iii_trio.engine._connection``). A direct write wakes the writer, and messages sent
-    until it has run are queued: when many calls are in flight, the tasks that send in one
-    scheduler pass then share one write, instead of one system call each.
+    """One live connection: its reader loop, its outbox (whose writer task it runs), its
+    invocations. Messages go out through an :class:`Outbox` (see ``iii_trio._ws._outbox``)
+    with ``coalesce=True``: a message is written by the sending task itself when the writer is
+    idle, and messages sent until the writer has run share one write.
     """
 
     def __init__(self, worker: Worker, ws: MessageSocket) -> None:
         self.worker = worker
         self.ws = ws
-        #: ``None`` in the outbox asks the writer to write the WebSocket's tail.
-        self._outbox_send, self._outbox_receive = trio.open_memory_channel[str | None](_OUTBOX)
+        self.outbox = Outbox(ws, limit=OUTBOX_LIMIT, coalesce=True)
         self.nursery: trio.Nursery | None = None
-        #: True while the writer waits for the outbox with nothing in hand.
-        self._writer_idle = False
-        self._closed = False
 
-    def post(self, msg: Message) -> bool:
-        """Queue ``msg`` without waiting; False if the outbox is full (or closed)."""
-        text = encode(msg)
-        if self._write_now(text):
-            return True
-        try:
-            self._outbox_send.send_nowait(text)
-        except trio.WouldBlock:
-            return False
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            return True  # the connection is gone: replayed on the next one
-        self._writer_idle = False
-        return True
+    def post(self, msg: Message) -> None:
+        """Queue ``msg`` without waiting (registrations: their order matters, their number is
+        the user's own)."""
+        self.outbox.post(encode(msg))
 
     async def send(self, msg: Message) -> None:
-        """Send ``msg``, waiting while the outbox is full. Not a schedule point otherwise.
+        """Send ``msg``, waiting while the outbox is over its limit. Not a schedule point
+        otherwise.
 
         Raises: WorkerDisconnected (the connection is gone), LocalProtocolError.
         """
         text = encode(msg)
-        if self._write_now(text):
-            return
         try:
-            # No schedule point when the outbox has room (a memory channel's ``send`` yields
-            # on every call): messages queued in one scheduler pass go out in one write.
-            self._outbox_send.send_nowait(text)
-        except trio.WouldBlock:
-            try:
-                await self._outbox_send.send(text)
-            except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-                raise WorkerDisconnected(
-                    codes.WORKER_DISCONNECTED, "the connection to the engine was lost"
-                ) from exc
+            await self.outbox.send(text)
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             raise WorkerDisconnected(
                 codes.WORKER_DISCONNECTED, "the connection to the engine was lost"
             ) from exc
-        self._writer_idle = False
-
-    def _write_now(self, text: str) -> bool:
-        """Write ``text`` from the calling task if the writer is idle; False if it must be
-        queued instead."""
-        ws = self.ws
-        if not self._writer_idle or not ws.send_many_nowait((text,)):
-            return False
-        # Wake the writer (to write the tail of a partial write, if any): until it has run,
-        # messages are queued and leave together.
-        self._writer_idle = False
-        try:
-            self._outbox_send.send_nowait(None)
-        except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
-            pass  # closing: the connection is being dropped
-        return True
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> str:
         """Serve until the connection ends; returns why."""
@@ -182,7 +147,7 @@ class _Session:
         try:
             async with trio.open_nursery() as nursery:
                 self.nursery = nursery
-                nursery.start_soon(self._write_loop)
+                nursery.start_soon(self.outbox.run)
                 # engine::workers::register first, so the engine knows our namespace before
                 # the functions arrive; then every registration, replayed on each connect.
                 await self.send(
@@ -208,41 +173,11 @@ class _Session:
                     reason = f"{exc.code} {exc.reason}".strip()
                 nursery.cancel_scope.cancel()
         finally:
-            self._closed = True
-            self._writer_idle = False
-            self._outbox_receive.close()
-            self._outbox_send.close()
+            self.outbox.close()
             if not self.ws.closed:
                 with trio.CancelScope(shield=True), trio.move_on_after(_ABORT_GRACE):
                     await self.ws.close()
         return reason
-
-    async def _write_loop(self) -> None:
-        receive = self._outbox_receive
-        try:
-            while True:
-                try:
-                    first = receive.receive_nowait()
-                except trio.WouldBlock:
-                    # Nothing queued and nothing in hand: senders may write directly until
-                    # they queue something (which clears the flag and wakes us).
-                    self._writer_idle = not self._closed
-                    try:
-                        first = await receive.receive()
-                    finally:
-                        self._writer_idle = False
-                batch = [] if first is None else [first]
-                while len(batch) < _BATCH:
-                    try:
-                        text = receive.receive_nowait()
-                    except (trio.WouldBlock, trio.EndOfChannel):
-                        break
-                    if text is not None:
-                        batch.append(text)
-                if batch or self.ws.tail_pending:
-                    await self.ws.send_many(batch)  # the tail of a partial direct write first
-        except (trio.EndOfChannel, trio.BrokenResourceError, trio.ClosedResourceError):
-            pass  # the socket is closing or gone; the reader loop sees that and ends the session
 
     async def _read_loop(self) -> None:
         worker = self.worker
@@ -414,16 +349,8 @@ class Worker:
         """Queue ``msg`` now, in order with everything sent after it (so a trigger made right
         after ``register_function`` reaches the engine after the registration)."""
         session = self._session
-        if session is None or self._nursery is None:
-            return  # replayed on the next connection
-        if not session.post(msg):
-            self._nursery.start_soon(self._send_quietly, session, msg)
-
-    async def _send_quietly(self, session: _Session, msg: Message) -> None:
-        try:
-            await session.send(msg)
-        except WorkerDisconnected:
-            pass  # replayed on the next connection
+        if session is not None:
+            session.post(msg)  # else: replayed on the next connection
 
     def rejected(self, msg: RegistrationRejectedMessage) -> None:
         function_id = msg.function_id or ""
