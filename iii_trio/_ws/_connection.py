@@ -97,6 +97,8 @@ class WebSocket(ClosingSocket):
         #: The peer's message size limit is not known over a socket.
         self.max_send_size: int | None = None
         self.in_process = False
+        #: Pings waiting for their pong, by payload.
+        self._pings: dict[bytes, trio.Event] = {}
 
     # --- receiving -------------------------------------------------------------------------
 
@@ -131,6 +133,9 @@ class WebSocket(ClosingSocket):
                     )
                 continue
             if opcode == Opcode.PONG:
+                waiter = self._pings.pop(bytes(payload), None)
+                if waiter is not None:
+                    waiter.set()
                 continue
             # Close frame.
             try:
@@ -362,6 +367,32 @@ class WebSocket(ClosingSocket):
                 self._closed_locally = True
                 self._finish(ABNORMAL_CLOSURE, "send cancelled mid-frame")
                 await trio.aclose_forcefully(self._stream)
+
+    async def ping(self, payload: bytes = b"") -> None:
+        """Send a Ping and wait for the Pong that echoes ``payload``. Pongs are read by
+        :meth:`receive`, so another task must be receiving meanwhile.
+
+        Raises:
+            ValueError: ``payload`` is over 125 bytes, or a ping with it is already waiting.
+            ConnectionClosed: the connection broke or the peer closed it (also while waiting).
+            trio.ClosedResourceError: we closed it.
+        """
+        if len(payload) > 125 or payload in self._pings:
+            raise ValueError("ping payloads are at most 125 bytes and unique while waiting")
+        waiter = trio.Event()
+        self._pings[payload] = waiter
+        try:
+            await self._send_frames([encode_frame(Opcode.PING, payload, mask=self._is_client)])
+            await waiter.wait()
+        finally:
+            self._pings.pop(payload, None)
+        if self._state is State.CLOSED:
+            self._raise_closed()
+
+    def _finish(self, code: int, reason: str) -> None:
+        super()._finish(code, reason)
+        for waiter in self._pings.values():
+            waiter.set()  # ping() raises: the connection is over
 
     # --- closing ---------------------------------------------------------------------------
 

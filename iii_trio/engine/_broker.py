@@ -63,6 +63,7 @@ from .._ws import (
 )
 from .._ws._frames import ABNORMAL_CLOSURE, NO_STATUS, NORMAL_CLOSURE
 from ..protocol import JSON, new_uuid
+from ._builtins import ChannelLimitExceeded
 from ._config import EngineConfig
 
 logger = logging.getLogger("iii_trio.channels")
@@ -71,10 +72,6 @@ CHANNEL_PATH: Final = "/ws/channels/"
 #: iii's ``buffer_size`` (frames) default and bounds.
 DEFAULT_BUFFER_FRAMES: Final = 64
 MAX_BUFFER_FRAMES: Final = 1024
-
-
-class ChannelLimitExceeded(Exception):
-    """A worker tried to hold more live channels than the engine allows."""
 
 
 @final

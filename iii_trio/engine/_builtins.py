@@ -1,22 +1,81 @@
-"""The engine's own functions (``engine::*``), answered inline by the engine.
+"""The engine's own functions (``engine::*``), answered inline by the router.
 
-Each takes ``(engine, caller, payload)`` and returns the JSON result or raises
-:class:`BuiltinError`. Shapes follow iii's (see the protocol reference, section 4).
+Each takes a :class:`BuiltinCall` and returns the JSON result or raises :class:`BuiltinError`.
+Shapes follow iii's (see the protocol reference, section 4). Synchronous, no I/O: what a
+built-in must send elsewhere (a durable trigger binding delivered to its provider) it appends to
+``call.out``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Final
+import logging
+from collections.abc import Callable, Mapping
+from typing import Final, Protocol
 
-from .._codes import ENGINE_SHUTDOWN, INVALID_PAYLOAD, LIMIT_EXCEEDED
-from ..protocol import JSON
-from ._broker import ChannelLimitExceeded
-from ._registry import DEFAULT_NAMESPACE, RESERVED_PREFIX
+import attrs
 
-if TYPE_CHECKING:
-    from ._connection import WorkerConnection
-    from ._engine import Engine
+from .._codes import (
+    ENGINE_SHUTDOWN,
+    INVALID_PAYLOAD,
+    LIMIT_EXCEEDED,
+    TRIGGER_REGISTRATION_FAILED,
+)
+from ..protocol import JSON, Message, new_uuid
+from ._invocations import InvocationTable
+from ._registry import DEFAULT_NAMESPACE, RESERVED_PREFIX, FunctionRegistry
+from ._triggers import Binding, BindingRefused, TriggerTable, config_summary, matches
+from ._workers import WorkerRecord
+
+logger = logging.getLogger("iii_trio.engine")
+
+
+class ChannelLimitExceeded(Exception):
+    """A worker tried to hold more live channels than the engine allows."""
+
+
+class ChannelService(Protocol):
+    """What the built-ins need of the channel broker."""
+
+    def create(self, owner: str, buffer_size: int | None) -> dict[str, JSON]:
+        """iii's ``{"writer": ref, "reader": ref}``. Raises: ChannelLimitExceeded."""
+        ...
+
+    def describe(self) -> list[JSON]: ...
+
+
+class EngineState(Protocol):
+    """What the built-ins read and change (the router provides it)."""
+
+    @property
+    def workers(self) -> Mapping[str, WorkerRecord]: ...
+
+    @property
+    def functions(self) -> FunctionRegistry: ...
+
+    @property
+    def invocations(self) -> InvocationTable: ...
+
+    @property
+    def triggers(self) -> TriggerTable: ...
+
+    @property
+    def channels(self) -> ChannelService: ...
+
+    @property
+    def shutting_down(self) -> bool: ...
+
+    def move_to_namespace(self, record: WorkerRecord, namespace: str) -> None: ...
+
+
+@attrs.frozen
+class BuiltinCall:
+    """One call of a built-in: the engine, who called, the payload, and where to put messages
+    for other workers."""
+
+    engine: EngineState
+    caller: WorkerRecord
+    data: JSON
+    out: list[tuple[str, Message]]
 
 
 class BuiltinError(Exception):
@@ -24,6 +83,9 @@ class BuiltinError(Exception):
         super().__init__(message)
         self.code = code
         self.message = message
+
+
+# --- payload checks ------------------------------------------------------------------------
 
 
 def _payload(data: JSON) -> dict[str, JSON]:
@@ -34,32 +96,51 @@ def _payload(data: JSON) -> dict[str, JSON]:
     return data
 
 
-def _opt(payload: dict[str, JSON], key: str, kind: type[object], kind_name: str) -> JSON:
+def _str(payload: dict[str, JSON], key: str) -> str | None:
     value = payload.get(key)
-    if value is not None and (
-        not isinstance(value, kind) or isinstance(value, bool) is not (kind is bool)
-    ):
-        raise BuiltinError(INVALID_PAYLOAD, f"'{key}' must be {kind_name}")
+    if value is not None and not isinstance(value, str):
+        raise BuiltinError(INVALID_PAYLOAD, f"'{key}' must be a string")
     return value
 
 
-def workers_register(engine: Engine, caller: WorkerConnection, data: JSON) -> JSON:
-    payload = _payload(data)
-    info = {k: v for k, v in payload.items() if k != "_caller_worker_id"}
-    namespace = _opt(payload, "namespace", str, "a string")
-    caller.info = info
-    if isinstance(namespace, str) and namespace:
-        for function_id in caller.move_to_namespace(namespace):
-            engine.log_conflict(caller, function_id)
+def _bool(payload: dict[str, JSON], key: str) -> bool:
+    value = payload.get(key)
+    if value is not None and not isinstance(value, bool):
+        raise BuiltinError(INVALID_PAYLOAD, f"'{key}' must be a boolean")
+    return bool(value)
+
+
+def _int(payload: dict[str, JSON], key: str) -> int | None:
+    value = payload.get(key)
+    if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
+        raise BuiltinError(INVALID_PAYLOAD, f"'{key}' must be an integer or null")
+    return value
+
+
+def _worker_name(engine: EngineState, worker_id: str) -> str:
+    record = engine.workers.get(worker_id)
+    return record.name if record is not None else worker_id
+
+
+# --- workers and functions -----------------------------------------------------------------
+
+
+def workers_register(call: BuiltinCall) -> JSON:
+    payload = _payload(call.data)
+    namespace = _str(payload, "namespace")
+    call.caller.info = {k: v for k, v in payload.items() if k != "_caller_worker_id"}
+    if namespace:
+        call.engine.move_to_namespace(call.caller, namespace)
     return {"success": True}
 
 
-def functions_list(engine: Engine, caller: WorkerConnection, data: JSON) -> JSON:
-    payload = _payload(data)
-    search = _opt(payload, "search", str, "a string")
-    prefix = _opt(payload, "prefix", str, "a string")
-    worker = _opt(payload, "worker", str, "a string")
-    include_internal = bool(_opt(payload, "include_internal", bool, "a boolean"))
+def functions_list(call: BuiltinCall) -> JSON:
+    engine = call.engine
+    payload = _payload(call.data)
+    search = _str(payload, "search")
+    prefix = _str(payload, "prefix")
+    worker = _str(payload, "worker")
+    include_internal = _bool(payload, "include_internal")
     workers = payload.get("workers")
     if workers is not None and not (
         isinstance(workers, list) and all(isinstance(w, str) for w in workers)
@@ -75,18 +156,17 @@ def functions_list(engine: Engine, caller: WorkerConnection, data: JSON) -> JSON
                     "worker_name": "engine",
                 }
             )
-    for entry in engine.registry:
-        conn = engine.workers.get(entry.worker_id)
-        worker_name = conn.name if conn is not None else entry.worker_id
+    for entry in engine.functions:
+        if prefix is not None and not entry.function_id.startswith(prefix):
+            continue
         metadata = entry.metadata
         if not include_internal and isinstance(metadata, dict) and metadata.get("internal") is True:
             continue
-        if isinstance(search, str) and search.lower() not in entry.function_id.lower():
+        if search is not None and search.lower() not in entry.function_id.lower():
             continue
-        if isinstance(prefix, str) and not entry.function_id.startswith(prefix):
-            continue
+        worker_name = _worker_name(engine, entry.worker_id)
         names = {worker_name, entry.worker_id}
-        if isinstance(worker, str) and worker not in names:
+        if worker is not None and worker not in names:
             continue
         if isinstance(workers, list) and not names.intersection(workers):
             continue
@@ -104,73 +184,192 @@ def functions_list(engine: Engine, caller: WorkerConnection, data: JSON) -> JSON
     return {"functions": rows}
 
 
-def workers_list(engine: Engine, caller: WorkerConnection, data: JSON) -> JSON:
-    payload = _payload(data)
-    search = _opt(payload, "search", str, "a string")
-    runtime = _opt(payload, "runtime", str, "a string")
+def workers_list(call: BuiltinCall) -> JSON:
+    """O(workers): the function and invocation counts come from indexes."""
+    engine = call.engine
+    payload = _payload(call.data)
+    search = _str(payload, "search")
+    runtime = _str(payload, "runtime")
     rows: list[JSON] = []
-    for conn in list(engine.workers.values()):
-        info = conn.info
-        if isinstance(search, str) and search.lower() not in conn.name.lower():
+    for record in engine.workers.values():
+        info = record.info
+        if search is not None and search.lower() not in record.name.lower():
             continue
-        if isinstance(runtime, str) and info.get("runtime") != runtime:
+        if runtime is not None and info.get("runtime") != runtime:
             continue
-        host = conn.peer.rsplit(":", 1)[0]
         rows.append(
             {
-                "id": conn.worker_id,
-                "name": conn.name,
+                "id": record.worker_id,
+                "name": record.name,
                 "description": info.get("description"),
                 "version": info.get("version"),
-                "namespace": conn.namespace,
+                "namespace": record.namespace,
                 "runtime": info.get("runtime"),
                 "os": info.get("os"),
                 "isolation": info.get("isolation"),
                 "pid": info.get("pid"),
                 "status": "connected",
-                "function_count": len(engine.registry.owned_by(conn.worker_id)),
-                "connected_at_ms": conn.connected_at_ms,
-                "active_invocations": engine.invocations.active_for(conn.worker_id),
-                "ip_address": host,
+                "function_count": engine.functions.count_for(record.worker_id),
+                "connected_at_ms": record.connected_at_ms,
+                "active_invocations": engine.invocations.active_for(record.worker_id),
+                "ip_address": record.peer.rsplit(":", 1)[0],
             }
         )
     return {"workers": rows}
 
 
-def channels_create(engine: Engine, caller: WorkerConnection, data: JSON) -> JSON:
-    payload = _payload(data)
-    buffer_size = _opt(payload, "buffer_size", int, "an integer or null")
-    assert buffer_size is None or isinstance(buffer_size, int)
-    if engine.shutting_down:
+# --- channels ------------------------------------------------------------------------------
+
+
+def channels_create(call: BuiltinCall) -> JSON:
+    payload = _payload(call.data)
+    buffer_size = _int(payload, "buffer_size")
+    if call.engine.shutting_down:
         raise BuiltinError(ENGINE_SHUTDOWN, "the engine is shutting down")
     try:
-        return engine.broker.create(caller.worker_id, buffer_size)
+        return call.engine.channels.create(call.caller.worker_id, buffer_size)
     except ChannelLimitExceeded as exc:
         raise BuiltinError(LIMIT_EXCEEDED, str(exc)) from exc
 
 
-def channels_list(engine: Engine, caller: WorkerConnection, data: JSON) -> JSON:
-    _payload(data)
-    return {"channels": engine.broker.describe()}
+def channels_list(call: BuiltinCall) -> JSON:
+    _payload(call.data)
+    return {"channels": call.engine.channels.describe()}
 
 
-def triggers_list(engine: Engine, caller: WorkerConnection, data: JSON) -> JSON:
-    return engine.triggers.list_types(caller, data)
+# --- triggers ------------------------------------------------------------------------------
 
 
-def registered_triggers_list(engine: Engine, caller: WorkerConnection, data: JSON) -> JSON:
-    return engine.triggers.list_bindings(caller, data)
+def triggers_list(call: BuiltinCall) -> JSON:
+    """``engine::triggers::list``: ``{"triggers": [{id, namespace, worker_name,
+    description}]}``; filters ``search``, ``prefix``, ``worker``, ``include_internal``."""
+    engine = call.engine
+    payload = _payload(call.data)
+    search = _str(payload, "search")
+    prefix = _str(payload, "prefix")
+    worker = _str(payload, "worker")
+    include_internal = _bool(payload, "include_internal")
+    rows: list[dict[str, JSON]] = []
+    for entry in engine.triggers.types.values():
+        if not include_internal and entry.id.startswith(RESERVED_PREFIX):
+            continue
+        if prefix is not None and not entry.id.startswith(prefix):
+            continue
+        worker_name = _worker_name(engine, entry.worker_id)
+        if worker is not None and worker_name != worker:
+            continue
+        if search and not matches(search, entry.id, entry.description):
+            continue
+        rows.append(
+            {
+                "id": entry.id,
+                "namespace": entry.namespace,
+                "worker_name": worker_name,
+                "description": entry.description,
+            }
+        )
+    rows.sort(key=lambda r: (str(r["id"]), str(r["namespace"])))
+    return {"triggers": list[JSON](rows)}
 
 
-def register_trigger(engine: Engine, caller: WorkerConnection, data: JSON) -> JSON:
-    return engine.triggers.register_durable(caller, data)
+def registered_triggers_list(call: BuiltinCall) -> JSON:
+    """``engine::registered-triggers::list``: ``{"registered_triggers": [{id, trigger_type,
+    function_id, worker_name, status, config, config_summary}]}``; filters ``search``,
+    ``trigger_type``, ``function_id``, ``worker``, ``include_internal``, ``include_pending``
+    (parked bindings are listed only when asked, as in iii)."""
+    engine = call.engine
+    payload = _payload(call.data)
+    search = _str(payload, "search")
+    trigger_type = _str(payload, "trigger_type")
+    function_id = _str(payload, "function_id")
+    worker = _str(payload, "worker")
+    include_internal = _bool(payload, "include_internal")
+    include_pending = _bool(payload, "include_pending")
+    rows: list[dict[str, JSON]] = []
+    for binding in engine.triggers.bindings.values():
+        if binding.status == "pending" and not include_pending:
+            continue
+        if not include_internal and binding.function_id.startswith(RESERVED_PREFIX):
+            continue
+        if trigger_type is not None and binding.trigger_type != trigger_type:
+            continue
+        if function_id is not None and binding.function_id != function_id:
+            continue
+        worker_name = _function_owner_name(engine, binding.namespace, binding.function_id)
+        if worker is not None and worker_name != worker:
+            continue
+        if search and not matches(search, binding.id, binding.trigger_type, binding.function_id):
+            continue
+        rows.append(
+            {
+                "id": binding.id,
+                "trigger_type": binding.trigger_type,
+                "function_id": binding.function_id,
+                "worker_name": worker_name,
+                "status": binding.status,
+                "config": binding.config,
+                "config_summary": config_summary(binding.config),
+            }
+        )
+    rows.sort(key=lambda r: str(r["id"]))
+    return {"registered_triggers": list[JSON](rows)}
 
 
-def unregister_trigger(engine: Engine, caller: WorkerConnection, data: JSON) -> JSON:
-    return engine.triggers.unregister_durable(caller, data)
+def _function_owner_name(engine: EngineState, namespace: str, function_id: str) -> str:
+    entry = engine.functions.lookup(namespace, function_id)
+    if entry is not None:
+        return _worker_name(engine, entry.worker_id)
+    return function_id.split("::", 1)[0]  # iii's fallback: the id's first segment
 
 
-Builtin = Callable[["Engine", "WorkerConnection", JSON], JSON]
+def register_trigger(call: BuiltinCall) -> JSON:
+    """``engine::register_trigger``: a binding owned by nobody (it outlives the caller's
+    connection, as in iii); returns ``{"id": ...}`` for ``engine::unregister_trigger``."""
+    payload = _payload(call.data)
+    trigger_type = _str(payload, "trigger_type")
+    function_id = _str(payload, "function_id")
+    trigger_namespace = _str(payload, "trigger_namespace")
+    if not trigger_type or not function_id:
+        raise BuiltinError(INVALID_PAYLOAD, "'trigger_type' and 'function_id' are required strings")
+    namespace = call.caller.namespace
+    binding = Binding(
+        id=new_uuid(),
+        trigger_type=trigger_type,
+        function_id=function_id,
+        config=payload.get("config"),
+        metadata=payload.get("metadata"),
+        namespace=namespace,
+        home_namespace=namespace,
+        trigger_namespace=trigger_namespace,
+        owner=None,
+    )
+    try:
+        call.out.extend(call.engine.triggers.bind(binding))
+    except BindingRefused as exc:
+        raise BuiltinError(TRIGGER_REGISTRATION_FAILED, str(exc)) from exc
+    logger.info(
+        "durable trigger %s binds %s to %s (%s)",
+        binding.id,
+        function_id,
+        trigger_type,
+        binding.status,
+    )
+    return {"id": binding.id}
+
+
+def unregister_trigger(call: BuiltinCall) -> JSON:
+    """``engine::unregister_trigger``: remove any binding by id; ``{"removed": bool}``."""
+    payload = _payload(call.data)
+    binding_id = _str(payload, "id")
+    _str(payload, "trigger_type")  # accepted for symmetry with the message; unused
+    if not binding_id:
+        raise BuiltinError(INVALID_PAYLOAD, "'id' is a required string")
+    removed, out = call.engine.triggers.unbind(binding_id)
+    call.out.extend(out)
+    return {"removed": removed is not None}
+
+
+Builtin = Callable[[BuiltinCall], JSON]
 
 BUILTINS: Final[dict[str, Builtin]] = {
     "engine::workers::register": workers_register,

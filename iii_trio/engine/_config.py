@@ -18,6 +18,13 @@ def _positive(instance: object, attribute: attrs.Attribute[Any], value: float) -
         raise ValueError(f"EngineConfig.{attribute.name} must be > 0, got {value!r}")
 
 
+def _positive_or_none(
+    instance: object, attribute: attrs.Attribute[Any], value: float | None
+) -> None:
+    if value is not None:
+        _positive(instance, attribute, value)
+
+
 def _in_range(low: float, high: float) -> Callable[[object, attrs.Attribute[Any], float], None]:
     def check(instance: object, attribute: attrs.Attribute[Any], value: float) -> None:
         if not low <= value <= high:
@@ -54,7 +61,22 @@ class EngineConfig:
         invocation_timeout: seconds an invocation may run when the caller set no deadline.
         max_invocation_timeout: upper bound for a caller's own deadline, in seconds.
         max_pending_invocations: invocations one connection may have waiting at once.
+        max_functions_per_worker: functions one connection may register; past it a
+            registration is refused (``registrationrejected``, code ``limit_exceeded``).
         max_channels_per_worker: live channels one connection may create.
+        outbox_limit: bytes queued for one connection (in memory, after the kernel's socket
+            buffer is full) past which new calls routed to it are refused at once: their
+            callers get ``worker_overloaded`` instead of waiting behind a worker that does
+            not read.
+        outbox_hard_limit: bytes queued for one connection past which it is closed as a slow
+            consumer: it does not read the answers and deliveries it must get. At least
+            ``outbox_limit``; an empty outbox always takes one message of any size.
+        outbox_max_messages: messages queued for one connection past which it is closed as a
+            slow consumer (so floods of tiny answers are bounded too).
+        ping_interval: seconds between keepalive pings to each worker connection (``None``:
+            never ping). A worker must answer within ``ping_timeout`` or it is dropped (and
+            the calls it was running fail with ``invocation_stopped``).
+        ping_timeout: seconds a worker may take to answer a keepalive ping.
         handshake_timeout: seconds a client has to complete the WebSocket upgrade.
         shutdown_timeout: seconds a graceful shutdown waits for in-flight work.
     """
@@ -70,6 +92,19 @@ class EngineConfig:
     invocation_timeout: float = attrs.field(default=300.0, validator=_positive)
     max_invocation_timeout: float = attrs.field(default=24 * 3600.0, validator=_positive)
     max_pending_invocations: int = attrs.field(default=10_000, validator=_positive)
+    max_functions_per_worker: int = attrs.field(default=10_000, validator=_positive)
     max_channels_per_worker: int = attrs.field(default=10_000, validator=_positive)
+    outbox_limit: int = attrs.field(default=16 * MiB, validator=_positive)
+    outbox_hard_limit: int = attrs.field(default=96 * MiB, validator=_positive)
+    outbox_max_messages: int = attrs.field(default=20_000, validator=_positive)
+    ping_interval: float | None = attrs.field(default=20.0, validator=_positive_or_none)
+    ping_timeout: float = attrs.field(default=20.0, validator=_positive)
     handshake_timeout: float = attrs.field(default=10.0, validator=_positive)
     shutdown_timeout: float = attrs.field(default=5.0, validator=_in_range(0, math.inf))
+
+    def __attrs_post_init__(self) -> None:
+        if self.outbox_hard_limit < self.outbox_limit:
+            raise ValueError(
+                "EngineConfig.outbox_hard_limit must be >= outbox_limit, got "
+                f"{self.outbox_hard_limit!r} < {self.outbox_limit!r}"
+            )

@@ -1,11 +1,27 @@
-"""The engine: listeners, routing of upgrade requests, and the tables every connection shares."""
+"""The engine: listeners, routing of upgrade requests, and the glue between the connections
+(which move bytes) and the router (which decides).
+
+Every message a connection decodes goes to :meth:`Router.receive`; what the router says to send
+is delivered at once, without waiting, by :meth:`Engine._deliver` into each target
+connection's :class:`~iii_trio._ws.Outbox`, with the policy docs/security.md states:
+
+* an invocation the executor's outbox will not take (over ``outbox_limit``) fails at once with
+  ``worker_overloaded``;
+* anything else a connection must get (answers to its calls, trigger deliveries) that its
+  outbox will not take (over ``outbox_hard_limit`` or ``outbox_max_messages``) drops that
+  connection as a slow consumer;
+* a worker that does not answer a keepalive ping within ``ping_timeout`` is dropped.
+
+So a peer that stops reading costs at most its own bounded outbox, and never holds up anyone
+else's task.
+"""
 
 from __future__ import annotations
 
 import hmac
 import logging
 import math
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from functools import partial
 from typing import Any, Final, final
@@ -14,24 +30,24 @@ import attrs
 import trio
 import trio.testing
 
-from .. import _codes as codes
+from .._errors import LocalProtocolError, RemoteProtocolError
 from .._ws import (
     Accept,
     ConnectionClosed,
     HandshakeRequest,
     MessageSocket,
+    Outbox,
     Reject,
     handle_connection,
     open_memory_websocket,
     serve_websockets,
 )
-from ..protocol import ErrorBody, InvocationResult, Message
+from ..protocol import InvokeFunction, Message, encode
 from ._broker import CHANNEL_PATH, ChannelBroker
 from ._config import EngineConfig
 from ._connection import WorkerConnection
-from ._invocations import Invocation, InvocationTable
-from ._registry import DEFAULT_NAMESPACE, FunctionRegistry
-from ._triggers import TriggerRouter
+from ._registry import DEFAULT_NAMESPACE
+from ._router import Drop, Outgoing, Router
 
 logger = logging.getLogger("iii_trio.engine")
 
@@ -41,16 +57,36 @@ _GOODBYE_TIMEOUT: Final = 2.0
 
 @attrs.frozen(kw_only=True)
 class EngineStatistics:
-    """A snapshot of what an engine holds (:meth:`Engine.statistics`)."""
+    """A snapshot of what an engine holds (:meth:`Engine.statistics`).
+
+    Attributes:
+        workers: connected workers.
+        functions: registered functions.
+        invocations: invocations in flight.
+        channels: live channels; ``channels_finished``: channels that ended so far.
+        channel_buffered_bytes: bytes of channel data held now (``channel_memory_limit``);
+            ``channel_buffered_peak``: the most held at once.
+        outbox_bytes: bytes queued for all worker connections now; ``outbox_peak``: the most
+            one connection held at once (``outbox_hard_limit``).
+        calls_refused: calls failed with ``worker_overloaded`` (``outbox_limit``).
+        slow_consumers_dropped: connections dropped over ``outbox_hard_limit`` or
+            ``outbox_max_messages``.
+        unresponsive_dropped: connections dropped for not answering a ping in
+            ``ping_timeout``.
+    """
 
     workers: int
     functions: int
     invocations: int
     channels: int
     channels_finished: int
-    #: Bytes of channel data the engine holds now, and the most it held at once.
     channel_buffered_bytes: int = 0
     channel_buffered_peak: int = 0
+    outbox_bytes: int = 0
+    outbox_peak: int = 0
+    calls_refused: int = 0
+    slow_consumers_dropped: int = 0
+    unresponsive_dropped: int = 0
 
 
 @final
@@ -60,27 +96,37 @@ class Engine:
     Attributes:
         config: the settings it runs with.
         url: ``ws://host:port`` once it listens (the port is real even if 0 was asked).
+        port: the TCP port it listens on.
     """
 
     def __init__(self, config: EngineConfig | None = None) -> None:
         self.config = config if config is not None else EngineConfig()
-        self.registry = FunctionRegistry(on_change=self._on_function_registered)
-        self.invocations = InvocationTable()
-        self.broker = ChannelBroker(self.config, on_change=self.notify)
-        self.workers: dict[str, WorkerConnection] = {}
-        #: Trigger types and bindings (``triggers.table`` is the bookkeeping).
-        self.triggers = TriggerRouter(self)
+        self._broker = ChannelBroker(self.config, on_change=self._notify)
+        self._router = Router(
+            self.config,
+            channels=self._broker,
+            clock=trio.current_time,
+            on_change=self._notify,
+            on_deadline=self._deadline_added,
+        )
+        self._connections: dict[str, WorkerConnection] = {}
         self._nursery: trio.Nursery | None = None
-        self._function_waiters: dict[tuple[str, str], trio.Event] = {}
         self._reaper_wakeup = trio.Event()
         self._reaper_until = math.inf
         self.url = ""
         self.port = 0
-        #: True once :meth:`shutdown` started: new calls and channels are refused.
-        self.shutting_down = False
         self._accept_scope = trio.CancelScope()
         self._stop_scope: trio.CancelScope | None = None
         self._change: trio.Event | None = None
+        self._calls_refused = 0
+        self._slow_consumers = 0
+        self._unresponsive = 0
+        self._outbox_peak = 0
+
+    @property
+    def shutting_down(self) -> bool:
+        """True once :meth:`shutdown` started: new calls and channels are refused."""
+        return self._router.shutting_down
 
     # --- running ---------------------------------------------------------------------------
 
@@ -101,7 +147,7 @@ class Engine:
                 self._nursery = nursery
                 self._stop_scope = nursery.cancel_scope
                 nursery.start_soon(self._reap_deadlines)
-                nursery.start_soon(self.broker.run)
+                nursery.start_soon(self._broker.run)
                 nursery.start_soon(self._accept, listeners, nursery)
                 logger.info("engine listening on %s", self.url)
                 task_status.started(self)
@@ -130,20 +176,19 @@ class Engine:
         if self._nursery is None:
             await trio.lowlevel.checkpoint()
             return
-        self.shutting_down = True
-        self.notify()
+        router = self._router
+        router.start_shutdown()
         self._accept_scope.cancel()
-        logger.info("engine shutting down: %d invocations in flight", len(self.invocations))
+        logger.info("engine shutting down: %d invocations in flight", len(router.invocations))
         with trio.move_on_after(self.config.shutdown_timeout if timeout is None else timeout):
-            await self.wait_until(lambda e: len(e.invocations) == 0)
-        for inv in self.invocations.all():
-            self._tell_caller(inv, codes.INVOCATION_STOPPED, "the engine is shutting down")
+            await self.wait_until(lambda e: len(e._router.invocations) == 0)
+        self._deliver(router.stop_invocations("the engine is shutting down"))
         # Each connection delivers what is queued for it (these answers included), then
         # closes with 1001; channel sockets get 1001 when the rest is cancelled.
-        for conn in list(self.workers.values()):
+        for conn in list(self._connections.values()):
             conn.stop()
         with trio.move_on_after(_GOODBYE_TIMEOUT):
-            await self.wait_until(lambda e: not e.workers)
+            await self.wait_until(lambda e: not e._connections)
         assert self._stop_scope is not None
         self._stop_scope.cancel()
 
@@ -196,11 +241,6 @@ class Engine:
             handler_nursery=self._nursery,
         )
 
-    def spawn(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> None:
-        """Run ``fn(*args)`` in the engine's nursery."""
-        if self._nursery is not None:
-            self._nursery.start_soon(fn, *args)
-
     # --- routing of upgrade requests ---------------------------------------------------------
 
     def _authorized(self, request: HandshakeRequest) -> bool:
@@ -223,95 +263,106 @@ class Engine:
             )
         path = request.path
         if path == "/":
-            connection = WorkerConnection(self, peer)
-            return Accept(connection.run, max_message_size=self.config.max_message_size)
+            return Accept(
+                partial(self._serve_worker, peer), max_message_size=self.config.max_message_size
+            )
         if path.startswith(CHANNEL_PATH):
-            return self.broker.route(request, peer)
+            return self._broker.route(request, peer)
         if path == "/otel":
             return Accept(_drain_telemetry, max_message_size=self.config.max_message_size)
         return Reject(404, f"no endpoint at {path}; workers connect to /\n")
 
+    # --- worker connections ----------------------------------------------------------------
+
+    async def _serve_worker(self, peer: str, ws: MessageSocket) -> None:
+        config = self.config
+        record, welcome = self._router.connect(peer)
+        worker_id = record.worker_id
+        outbox = Outbox(
+            ws,
+            limit=config.outbox_limit,
+            hard_limit=config.outbox_hard_limit,
+            max_messages=config.outbox_max_messages,
+        )
+        conn = WorkerConnection(
+            worker_id,
+            ws,
+            outbox,
+            on_message=self._on_message,
+            on_bad_message=self._on_bad_message,
+            ping_interval=config.ping_interval,
+            ping_timeout=config.ping_timeout,
+        )
+        self._connections[worker_id] = conn
+        logger.info("worker %s connected from %s", worker_id, peer)
+        self._deliver(welcome)
+        reason = "closed"
+        try:
+            reason = await conn.run()
+        finally:
+            self._outbox_peak = max(self._outbox_peak, outbox.statistics().peak_bytes)
+            # In one step: nothing is routed to the connection once the router forgot it.
+            del self._connections[worker_id]
+            self._deliver(self._router.disconnect(worker_id))
+            if conn.end_reason is not None and conn.end_reason.startswith("no pong"):
+                self._unresponsive += 1
+            logger.info("worker %s (%s) disconnected: %s", worker_id, record.name, reason)
+
+    def _on_message(self, worker_id: str, msg: Message, burst: bool) -> None:
+        self._deliver(self._router.receive(worker_id, msg), burst)
+
+    def _on_bad_message(self, worker_id: str, raw: str | bytes, exc: RemoteProtocolError) -> None:
+        self._deliver(self._router.bad_message(worker_id, raw, exc))
+
+    def _deliver(self, out: list[Outgoing], burst: bool = False) -> None:
+        """Hand each message to its connection's outbox, never waiting (see the module
+        docstring for what a full outbox means)."""
+        connections = self._connections
+        for target, item in out:
+            conn = connections.get(target)
+            if conn is None:
+                continue  # it left: the router has answered for it
+            if isinstance(item, Drop):
+                conn.drop(item.reason)
+                continue
+            try:
+                text = encode(item)
+            except LocalProtocolError:
+                logger.exception("could not encode a %s for %s", type(item).__name__, target)
+                continue
+            if isinstance(item, InvokeFunction) and item.invocation_id is not None:
+                if not conn.outbox.offer(text, burst=burst):
+                    self._calls_refused += 1
+                    self._deliver(self._router.refused(target, item))
+            elif not conn.outbox.post(text, burst=burst):
+                self._slow_consumers += 1
+                stats = conn.outbox.statistics()
+                conn.drop(
+                    f"slow consumer: {stats.queued_bytes} bytes in {stats.queued_messages} "
+                    "messages queued for it (outbox_hard_limit "
+                    f"{self.config.outbox_hard_limit}, outbox_max_messages "
+                    f"{self.config.outbox_max_messages})"
+                )
+
     # --- invocation deadlines ----------------------------------------------------------------
 
-    def deadline_added(self, deadline: float) -> None:
+    def _deadline_added(self, deadline: float) -> None:
         if deadline < self._reaper_until:
             self._reaper_wakeup.set()
 
     async def _reap_deadlines(self) -> None:
+        router = self._router
         while True:
-            deadline = self.invocations.next_deadline()
+            deadline = router.next_deadline()
             self._reaper_until = math.inf if deadline is None else deadline
             self._reaper_wakeup = trio.Event()
             with trio.move_on_at(self._reaper_until):
                 await self._reaper_wakeup.wait()
-            expired = self.invocations.pop_expired(trio.current_time())
-            if expired:
-                self.notify()
-            for inv in expired:
-                seconds = round(inv.deadline - inv.started, 3)
-                self._tell_caller(
-                    inv,
-                    codes.INVOCATION_TIMEOUT,
-                    f"function '{inv.function_id}' did not answer within {seconds}s",
-                )
-
-    def _tell_caller(self, inv: Invocation, code: str, message: str) -> None:
-        if inv.caller_id is None:
-            return
-        caller = self.workers.get(inv.caller)
-        if caller is not None:
-            caller.post(
-                InvocationResult(
-                    invocation_id=inv.caller_id,
-                    function_id=inv.function_id,
-                    error=ErrorBody(code=code, message=message),
-                )
-            )
-
-    # --- worker lifecycle --------------------------------------------------------------------
-
-    def forget_worker(self, conn: WorkerConnection) -> None:
-        """A connection ended: drop its functions and trigger bindings (telling providers);
-        park the bindings it provided; fail the calls it was running."""
-        if self.workers.get(conn.worker_id) is conn:
-            del self.workers[conn.worker_id]
-        self.notify()
-        for entry in self.registry.remove_worker(conn.worker_id):
-            logger.info("function %s gone with worker %s", entry.function_id, conn.worker_id)
-        self.triggers.forget_worker(conn.worker_id)
-        for inv in self.invocations.remove_worker(conn.worker_id):
-            if inv.executor == conn.worker_id and inv.caller != conn.worker_id:
-                self._tell_caller(
-                    inv,
-                    codes.INVOCATION_STOPPED,
-                    f"worker serving '{inv.function_id}' disconnected",
-                )
-
-    def log_conflict(self, conn: WorkerConnection, function_id: str) -> None:
-        logger.warning(
-            "worker %s lost %s when it moved to namespace %s: already registered there",
-            conn.worker_id,
-            function_id,
-            conn.namespace,
-        )
-
-    async def on_peripheral(self, conn: WorkerConnection, msg: Message) -> None:
-        """Trigger types and bindings go to :attr:`triggers`; services are accepted and
-        ignored."""
-        if await self.triggers.handle(conn, msg):
-            return
-        logger.debug("ignored %s from worker %s", type(msg).__name__, conn.worker_id)
+            self._deliver(router.expire())
 
     # --- waiting and introspection -----------------------------------------------------------
 
-    def _on_function_registered(self, key: tuple[str, str]) -> None:
-        event = self._function_waiters.pop(key, None)
-        if event is not None:
-            event.set()
-        self.notify()
-
-    def notify(self) -> None:
-        """Wake :meth:`wait_until` callers (the engine's state changed)."""
+    def _notify(self) -> None:
         if self._change is not None:
             self._change.set()
             self._change = None
@@ -327,21 +378,27 @@ class Engine:
 
     async def wait_function(self, function_id: str, *, namespace: str = DEFAULT_NAMESPACE) -> None:
         """Wait until some worker has registered ``function_id`` (returns at once if one has)."""
-        key = (namespace, function_id)
-        while self.registry.lookup(namespace, function_id) is None:
-            event = self._function_waiters.setdefault(key, trio.Event())
-            await event.wait()
-        await trio.lowlevel.checkpoint()
+        functions = self._router.functions
+        await self.wait_until(lambda e: functions.lookup(namespace, function_id) is not None)
 
     def statistics(self) -> EngineStatistics:
+        """What the engine holds now, and the counters of its limits (see
+        :class:`EngineStatistics`)."""
+        router = self._router
+        outboxes = [conn.outbox.statistics() for conn in self._connections.values()]
         return EngineStatistics(
-            workers=len(self.workers),
-            functions=len(self.registry),
-            invocations=len(self.invocations),
-            channels=len(self.broker.channels),
-            channels_finished=self.broker.finished,
-            channel_buffered_bytes=self.broker.budget.used,
-            channel_buffered_peak=self.broker.budget.peak,
+            workers=len(router.workers),
+            functions=len(router.functions),
+            invocations=len(router.invocations),
+            channels=len(self._broker.channels),
+            channels_finished=self._broker.finished,
+            channel_buffered_bytes=self._broker.budget.used,
+            channel_buffered_peak=self._broker.budget.peak,
+            outbox_bytes=sum(s.queued_bytes for s in outboxes),
+            outbox_peak=max([self._outbox_peak, *(s.peak_bytes for s in outboxes)]),
+            calls_refused=self._calls_refused,
+            slow_consumers_dropped=self._slow_consumers,
+            unresponsive_dropped=self._unresponsive,
         )
 
 

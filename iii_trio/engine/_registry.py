@@ -1,8 +1,12 @@
-"""Which worker serves which function. Synchronous bookkeeping, no I/O."""
+"""Which worker serves which function. Synchronous bookkeeping, no I/O.
+
+Indexed by key and by worker, so a worker's departure or its function count costs what that
+worker registered, never what the whole engine holds.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Final, final
 
 import attrs
@@ -11,6 +15,8 @@ from ..protocol import JSON
 
 DEFAULT_NAMESPACE: Final = "default"
 RESERVED_PREFIX: Final = "engine::"
+
+Key = tuple[str, str]
 
 
 @attrs.frozen(kw_only=True)
@@ -25,28 +31,47 @@ class FunctionEntry:
     #: Registered as HTTP-invoked (iii's ``invocation`` field); not callable here.
     http: bool = False
 
+    @property
+    def key(self) -> Key:
+        return (self.namespace, self.function_id)
+
+
+class RegistryLimitExceeded(Exception):
+    """A worker tried to register more functions than the engine allows."""
+
 
 @final
 class FunctionRegistry:
     """One live owner per ``(namespace, function_id)``; the first registration wins.
 
-    ``on_change(key)`` is called after every successful registration (for waiters).
+    Args:
+        max_per_worker: the most functions one worker may register.
     """
 
-    def __init__(self, on_change: Callable[[tuple[str, str]], None] | None = None) -> None:
-        self._entries: dict[tuple[str, str], FunctionEntry] = {}
-        self._on_change = on_change
+    def __init__(self, *, max_per_worker: int | None = None) -> None:
+        self._entries: dict[Key, FunctionEntry] = {}
+        self._by_worker: dict[str, dict[Key, FunctionEntry]] = {}
+        self._max_per_worker = max_per_worker
 
     def register(self, entry: FunctionEntry) -> FunctionEntry | None:
         """Add or refresh ``entry``. Returns the conflicting entry of another worker, if any
-        (and then changes nothing)."""
-        key = (entry.namespace, entry.function_id)
+        (and then changes nothing).
+
+        Raises:
+            RegistryLimitExceeded: the worker already has ``max_per_worker`` functions.
+        """
+        key = entry.key
         current = self._entries.get(key)
         if current is not None and current.worker_id != entry.worker_id:
             return current
+        owned = self._by_worker.setdefault(entry.worker_id, {})
+        limit = self._max_per_worker
+        if current is None and limit is not None and len(owned) >= limit:
+            if not owned:
+                del self._by_worker[entry.worker_id]
+            raise RegistryLimitExceeded(f"more than {limit} functions for one worker")
         self._entries[key] = entry
-        if self._on_change is not None:
-            self._on_change(key)
+        owned[key] = entry
         return None
 
     def unregister(self, namespace: str, function_id: str, worker_id: str) -> bool:
@@ -56,20 +81,27 @@ class FunctionRegistry:
         if current is None or current.worker_id != worker_id:
             return False
         del self._entries[key]
+        owned = self._by_worker[worker_id]
+        del owned[key]
+        if not owned:
+            del self._by_worker[worker_id]
         return True
 
     def remove_worker(self, worker_id: str) -> list[FunctionEntry]:
-        """Remove every function ``worker_id`` owns; returns them."""
-        gone = [e for e in self._entries.values() if e.worker_id == worker_id]
-        for entry in gone:
-            del self._entries[(entry.namespace, entry.function_id)]
-        return gone
+        """Remove every function ``worker_id`` owns; returns them. O(its functions)."""
+        owned = self._by_worker.pop(worker_id, {})
+        for key in owned:
+            del self._entries[key]
+        return list(owned.values())
 
     def lookup(self, namespace: str, function_id: str) -> FunctionEntry | None:
         return self._entries.get((namespace, function_id))
 
     def owned_by(self, worker_id: str) -> list[FunctionEntry]:
-        return [e for e in self._entries.values() if e.worker_id == worker_id]
+        return list(self._by_worker.get(worker_id, {}).values())
+
+    def count_for(self, worker_id: str) -> int:
+        return len(self._by_worker.get(worker_id, ()))
 
     def __iter__(self) -> Iterator[FunctionEntry]:
         return iter(list(self._entries.values()))

@@ -94,7 +94,7 @@ async def test_everything_arrives_in_order_then_eof(ops: list[Op], sizes: list[i
             assert end is None
             assert _normalize(got) == _normalize(ops)
             await reader.aclose()
-            await engine.wait_until(lambda e: not e.broker.channels)
+            await engine.wait_until(lambda e: e.statistics().channels == 0)
 
 
 @given(
@@ -151,7 +151,7 @@ async def test_abort_or_cancel_is_never_a_clean_end(ops: list[Op], cut: int, how
             # Whatever arrived is exactly what was sent before the end.
             assert _normalize(got) == _normalize(ops[:cut])
             await reader.aclose()
-            await engine.wait_until(lambda e: not e.broker.channels)
+            await engine.wait_until(lambda e: e.statistics().channels == 0)
 
 
 @given(ops=ops_strategy, keep=st.integers(0, 6), forceful=st.booleans())
@@ -188,4 +188,4 @@ async def test_reader_leaving_breaks_the_writer(ops: list[Op], keep: int, forcef
             assert isinstance(broken, iii_trio.ChannelReaderClosed)
             assert broken.code == 4002
             await writer.aclose()
-            await engine.wait_until(lambda e: not e.broker.channels)
+            await engine.wait_until(lambda e: e.statistics().channels == 0)

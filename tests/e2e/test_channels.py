@@ -20,7 +20,7 @@ from tests.e2e.procs import worker_process
 
 async def _no_channels(engine: iii_trio.Engine) -> None:
     with trio.fail_after(10):
-        await engine.wait_until(lambda e: not e.broker.channels)
+        await engine.wait_until(lambda e: e.statistics().channels == 0)
 
 
 async def test_second_attach_is_refused_with_409(iii_engine, iii_worker) -> None:
@@ -196,7 +196,7 @@ async def test_buffering_is_bounded_in_bytes() -> None:
                 nursery.start_soon(write_lots)
                 for _ in range(20):
                     await trio.testing.wait_all_tasks_blocked()
-                    state = engine.broker.channels[channel.writer_ref.channel_id]
+                    state = engine._broker.channels[channel.writer_ref.channel_id]
                     peak = max(peak, state.buffered_bytes)
                 # The writer is stuck: the engine stopped reading at the byte limit (plus at
                 # most one frame), the rest sits in kernel buffers.
@@ -209,7 +209,7 @@ async def test_buffering_is_bounded_in_bytes() -> None:
                         received += len(await reader.receive_some())
                         peak = max(
                             peak,
-                            engine.broker.channels[channel.writer_ref.channel_id].buffered_bytes,
+                            engine._broker.channels[channel.writer_ref.channel_id].buffered_bytes,
                         )
                 assert peak <= limit + 256 * 1024
             await writer.aclose()
@@ -234,7 +234,7 @@ async def test_all_channels_share_one_memory_limit() -> None:
                 await writers[index].aclose()
 
             def held() -> list[int]:
-                return [c.buffered_bytes for c in engine.broker.channels.values()]
+                return [c.buffered_bytes for c in engine._broker.channels.values()]
 
             async with trio.open_nursery() as nursery:
                 for index in range(count):
@@ -258,7 +258,7 @@ async def test_all_channels_share_one_memory_limit() -> None:
                             assert chunk == bytes([index]) * (frame - 1) + bytes([n])
                         assert sum(held()) <= limit + count * frame
             assert engine.statistics().channel_buffered_peak <= limit + count * frame
-            await engine.wait_until(lambda e: not e.broker.channels)
+            await engine.wait_until(lambda e: e.statistics().channels == 0)
             assert engine.statistics().channel_buffered_bytes == 0
 
 
@@ -274,7 +274,7 @@ async def test_finished_channels_are_not_retained() -> None:
                     await writer.send_all(b"%d" % n)
                     await writer.aclose()
                     assert await reader.read_all() == b"%d" % n
-                await engine.wait_until(lambda e: not e.broker.channels)
+                await engine.wait_until(lambda e: e.statistics().channels == 0)
             gc.collect()
             alive = sum(isinstance(o, BrokeredChannel) for o in gc.get_objects())
             assert alive <= 100, f"{alive} finished channels still referenced"
@@ -300,7 +300,7 @@ async def test_unattached_ends_expire() -> None:
                     await reader.receive_some()
                 # nobody at all: just removed
                 await worker.create_channel()
-                await engine.wait_until(lambda e: not e.broker.channels)
+                await engine.wait_until(lambda e: e.statistics().channels == 0)
                 # and a late attach is refused
                 late = worker.channel_reader(lonely.reader_ref)
                 with pytest.raises(iii_trio.ChannelRefused) as refused:

@@ -24,7 +24,9 @@ async def test_example_runs(name: str, iii_engine) -> None:
     assert done.returncode == 0, output + done.stderr.decode()[-3000:]
     assert "MISMATCH" not in output
     with trio.fail_after(10):
-        await iii_engine.wait_until(lambda e: not e.broker.channels and not e.invocations)
+        await iii_engine.wait_until(
+            lambda e: e.statistics().channels == 0 and e.statistics().invocations == 0
+        )
 
 
 async def test_readme_worker_example(iii_engine) -> None:

@@ -220,7 +220,7 @@ async def test_channel_sockets_with_wrong_keys_and_garbage(
                 except HandshakeError as exc:
                     # A valid ref is refused only because its end is already attached (409),
                     # or because the channel is over and has left the table (404).
-                    gone = ref.channel_id not in engine.broker.channels
+                    gone = ref.channel_id not in engine._broker.channels
                     assert not valid or exc.status == (404 if gone else 409)
                     assert exc.status in (400, 404, 409)
                     continue

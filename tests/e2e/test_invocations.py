@@ -92,7 +92,7 @@ async def test_void_trigger_returns_at_once_and_runs(iii_engine, iii_worker) -> 
         )
     assert seen[0] == 1
     # void invocations still leave the engine's table once answered
-    await wait_for(iii_engine, lambda e: len(e.invocations) == 0)
+    await wait_for(iii_engine, lambda e: e.statistics().invocations == 0)
 
 
 async def test_caller_worker_id_is_injected(iii_engine, iii_worker) -> None:
@@ -138,7 +138,7 @@ async def test_unregister_function(iii_engine, iii_worker) -> None:
     ref = server.register_function("temp", lambda p: 1)
     await iii_engine.wait_function("temp")
     ref.unregister()
-    await wait_for(iii_engine, lambda e: e.registry.lookup("default", "temp") is None)
+    await wait_for(iii_engine, lambda e: e._router.functions.lookup("default", "temp") is None)
     client = await iii_worker()
     with trio.fail_after(5), pytest.raises(iii_trio.FunctionNotFound):
         await client.trigger("temp", {})
@@ -160,7 +160,7 @@ async def test_engine_deadline_answers_the_caller(raw) -> None:
             result = await caller.expect(InvocationResult)
         assert result.invocation_id == call_id
         assert result.error is not None and result.error.code == "invocation_timeout"
-        assert len(engine.invocations) == 0
+        assert len(engine._router.invocations) == 0
         # A late answer from the executor is dropped quietly.
         await executor.send(
             InvocationResult(invocation_id=got.invocation_id, function_id="never", result=1)
@@ -222,7 +222,7 @@ async def test_executor_disconnect_stops_invocation_at_once(iii_engine, iii_work
                 await started.wait()
                 server_scope.cancel()
         assert outcome and outcome[0].code == "invocation_stopped"
-    await wait_for(iii_engine, lambda e: len(e.invocations) == 0)
+    await wait_for(iii_engine, lambda e: e.statistics().invocations == 0)
 
 
 async def test_caller_disconnect_clears_its_invocations(iii_engine, iii_worker, raw) -> None:
@@ -239,9 +239,9 @@ async def test_caller_disconnect_clears_its_invocations(iii_engine, iii_worker, 
     with trio.fail_after(10):
         await caller.send(InvokeFunction(invocation_id=new_id(), function_id="hang", data={}))
         await started.wait()
-        assert len(iii_engine.invocations) == 1
+        assert len(iii_engine._router.invocations) == 1
         await caller.aclose()
-        await wait_for(iii_engine, lambda e: len(e.invocations) == 0)
+        await wait_for(iii_engine, lambda e: e.statistics().invocations == 0)
 
 
 async def test_result_from_a_connection_not_asked_is_ignored(iii_engine, raw) -> None:
@@ -296,7 +296,7 @@ async def test_first_message_is_workerregistered_and_ping(iii_engine, raw) -> No
     with trio.fail_after(10):
         first = await conn.receive()
         assert isinstance(first, WorkerRegistered)
-        assert first.worker_id in iii_engine.workers and first.reattach_token
+        assert first.worker_id in iii_engine._router.workers and first.reattach_token
         await conn.send({"type": "reattach", "previous_worker_id": new_id(), "reattach_token": "x"})
         await conn.send(Ping())
         assert isinstance(await conn.expect(Pong), Pong)

@@ -45,7 +45,7 @@ async def test_channel_data_is_passed_by_reference_in_order() -> None:
                     received.append(piece)
         assert [r[:2] for r in received] == [c[:2] for c in chunks]  # in order
         assert all(got is sent for got, sent in zip(received, chunks, strict=True))
-        await engine.wait_until(lambda e: not e.broker.channels)
+        await engine.wait_until(lambda e: e.statistics().channels == 0)
         assert engine.statistics().channel_buffered_bytes == 0
 
 
@@ -117,6 +117,6 @@ async def test_worker_leaving_is_noticed() -> None:
             async with iii_trio.connect_worker(engine.url, dialer=engine.local_dialer) as worker:
                 worker.register_function("local::f", lambda payload: None)
                 await engine.wait_function("local::f")
-                assert len(engine.workers) == 1
-            await engine.wait_until(lambda e: not e.workers)
+                assert len(engine._router.workers) == 1
+            await engine.wait_until(lambda e: e.statistics().workers == 0)
             assert engine.statistics().functions == 0

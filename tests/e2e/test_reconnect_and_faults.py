@@ -43,13 +43,15 @@ async def test_killed_worker_process_fails_its_calls_within_a_second(
                     outcome.append(exc)
 
             nursery.start_soon(call)
-            await iii_engine.wait_until(lambda e: len(e.invocations) == 1)
+            await iii_engine.wait_until(lambda e: e.statistics().invocations == 1)
             os.kill(proc.pid, signal.SIGKILL)
             with trio.fail_after(1):
-                await iii_engine.wait_until(lambda e: len(e.invocations) == 0)
+                await iii_engine.wait_until(lambda e: e.statistics().invocations == 0)
         assert isinstance(outcome[0], iii_trio.InvocationStopped)
     with trio.fail_after(5):
-        await iii_engine.wait_until(lambda e: e.registry.lookup("default", "victim::echo") is None)
+        await iii_engine.wait_until(
+            lambda e: e._router.functions.lookup("default", "victim::echo") is None
+        )
 
 
 def _free_port() -> int:
@@ -197,7 +199,7 @@ async def test_graceful_shutdown_drains_then_tells_everyone() -> None:
                     nursery.start_soon(call, "s::slow")
                     nursery.start_soon(call, "s::forever")
                     await entered.wait()
-                    await engine.wait_until(lambda e: len(e.invocations) == 2)
+                    await engine.wait_until(lambda e: e.statistics().invocations == 2)
                     nursery.start_soon(engine.shutdown, 0.5)
                     await engine.wait_until(lambda e: e.shutting_down)
                     with pytest.raises(iii_trio.InvocationError) as refused:
@@ -241,7 +243,7 @@ async def test_limits_answer_with_limit_exceeded() -> None:
 
                     for n in range(3):
                         nursery.start_soon(call, n)
-                    await engine.wait_until(lambda e: len(e.invocations) == 3)
+                    await engine.wait_until(lambda e: e.statistics().invocations == 3)
                     with pytest.raises(iii_trio.InvocationError) as info:
                         await client.trigger("lim::wait", 99)
                     assert info.value.code == "limit_exceeded"

@@ -26,7 +26,7 @@ async def test_check_one_way_stream_through_engine(iii_engine, iii_worker) -> No
     with trio.fail_after(60):
         await trio.testing.check_one_way_stream(stream_maker, None)
     with trio.fail_after(10):
-        await iii_engine.wait_until(lambda e: not e.broker.channels)
+        await iii_engine.wait_until(lambda e: e.statistics().channels == 0)
 
 
 async def test_check_one_way_stream_in_process(iii_engine) -> None:
@@ -43,7 +43,7 @@ async def test_check_one_way_stream_in_process(iii_engine) -> None:
         with trio.fail_after(60):
             await trio.testing.check_one_way_stream(stream_maker, None)
         with trio.fail_after(10):
-            await iii_engine.wait_until(lambda e: not e.broker.channels)
+            await iii_engine.wait_until(lambda e: e.statistics().channels == 0)
 
 
 async def test_check_one_way_stream_in_process_clogged(iii_engine) -> None:
@@ -69,4 +69,4 @@ async def test_check_one_way_stream_in_process_clogged(iii_engine) -> None:
             await trio.testing.check_one_way_stream(stream_maker, clogged_stream_maker)
         # Closes cancelled by the checker finish in the background while the worker lives.
         with trio.fail_after(10):
-            await iii_engine.wait_until(lambda e: not e.broker.channels)
+            await iii_engine.wait_until(lambda e: e.statistics().channels == 0)

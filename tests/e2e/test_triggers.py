@@ -109,7 +109,7 @@ class Calls:
 
 
 def status(engine: iii_trio.Engine, binding_id: str) -> str | None:
-    return engine.triggers.table.status(binding_id)
+    return engine._router.triggers.status(binding_id)
 
 
 # --- our SDK on both sides --------------------------------------------------------------------
@@ -141,7 +141,7 @@ async def test_bind_fire_list_and_unbind(iii_engine, iii_worker) -> None:
     assert binding.metadata == {"m": 1}
     assert binding.namespace == "default"
     assert ticks.bindings == {ref.id: binding}
-    await wait_for(iii_engine, lambda e: e.triggers.table.bindings[ref.id].acknowledged)
+    await wait_for(iii_engine, lambda e: e._router.triggers.bindings[ref.id].acknowledged)
 
     with trio.fail_after(TIMEOUT):
         types = await binder.trigger("engine::triggers::list", {})
@@ -185,7 +185,7 @@ async def test_bind_fire_list_and_unbind(iii_engine, iii_worker) -> None:
     assert provider.work_cancelled == [ref.id]
     assert not binding.active
     assert ticks.bindings == {}
-    await wait_for(iii_engine, lambda e: len(e.triggers.table) == 0)
+    await wait_for(iii_engine, lambda e: len(e._router.triggers) == 0)
     assert len(calls.payloads) == 1
 
 
@@ -232,14 +232,14 @@ async def test_provider_reconnect_gets_its_bindings_again(iii_engine, iii_worker
     # The binding's work is cancelled with the connection and its handler told.
     await provider.watch.wait(lambda: provider.unregistered_ids() == [ref.id])
     assert provider.work_cancelled == [ref.id]
-    await wait_for(iii_engine, lambda e: first_connection not in e.workers)
+    await wait_for(iii_engine, lambda e: first_connection not in e._router.workers)
     # ... and the engine delivers it again once the provider is back.
     await provider.watch.wait(lambda: provider.registered_ids() == [ref.id, ref.id])
     await calls.wait_count(2)
     assert source.connections == 2
     assert source.worker_id != first_connection
     assert status(iii_engine, ref.id) == "active"
-    assert iii_engine.triggers.table.bindings[ref.id].provider == source.worker_id
+    assert iii_engine._router.triggers.bindings[ref.id].provider == source.worker_id
 
 
 async def test_provider_refusal_reaches_the_binder(iii_engine, iii_worker) -> None:
@@ -294,7 +294,7 @@ async def test_binder_disconnect_unbinds(iii_engine, iii_worker) -> None:
         ref = binder.register_trigger("tick", "app::whatever", {})
         await provider.watch.wait(lambda: provider.registered_ids() == [ref.id])
     await provider.watch.wait(lambda: provider.unregistered_ids() == [ref.id])
-    await wait_for(iii_engine, lambda e: len(e.triggers.table) == 0)
+    await wait_for(iii_engine, lambda e: len(e._router.triggers) == 0)
 
 
 async def test_unregister_trigger_type_parks_bindings_for_the_next_provider(
@@ -309,7 +309,7 @@ async def test_unregister_trigger_type_parks_bindings_for_the_next_provider(
     a.unregister_trigger_type("tick")
     await first.watch.wait(lambda: first.unregistered_ids() == [ref.id])
     await wait_for(
-        iii_engine, lambda e: status(e, ref.id) == "pending" and not e.triggers.table.types
+        iii_engine, lambda e: status(e, ref.id) == "pending" and not e._router.triggers.types
     )
     second = Provider(fire=False)
     b = await iii_worker(name="b")
@@ -342,7 +342,7 @@ async def test_unbind_while_the_handler_is_still_registering(iii_engine, iii_wor
         await entered.wait()
         binder.unregister_trigger(ref.id)
         await cancelled.wait()
-    await wait_for(iii_engine, lambda e: len(e.triggers.table) == 0)
+    await wait_for(iii_engine, lambda e: len(e._router.triggers) == 0)
     assert unregistered == []
 
 
@@ -352,7 +352,7 @@ async def test_bind_then_unbind_at_once_keeps_order(iii_engine, iii_worker) -> N
     for ref in refs[::2]:
         ref.unregister()
     keep = {ref.id for ref in refs[1::2]}
-    await wait_for(iii_engine, lambda e: set(e.triggers.table.bindings) == keep)
+    await wait_for(iii_engine, lambda e: set(e._router.triggers.bindings) == keep)
 
 
 async def test_sync_handler_methods_and_iii_input_forms(iii_engine, iii_worker) -> None:
@@ -375,8 +375,8 @@ async def test_sync_handler_methods_and_iii_input_forms(iii_engine, iii_worker) 
     await wait_for(
         iii_engine,
         lambda e: (
-            e.triggers.table.bindings.get(ref.id) is not None
-            and e.triggers.table.bindings[ref.id].acknowledged
+            e._router.triggers.bindings.get(ref.id) is not None
+            and e._router.triggers.bindings[ref.id].acknowledged
         ),
     )
     assert seen == [("register", {"a": 1})]
@@ -452,7 +452,7 @@ async def test_raw_provider_disconnects_and_a_new_connection_gets_bindings(iii_e
         await provider.send(
             TriggerRegistrationResult(id=binding_id, trigger_type="raw", function_id="f")
         )
-        await wait_for(iii_engine, lambda e: e.triggers.table.bindings[binding_id].acknowledged)
+        await wait_for(iii_engine, lambda e: e._router.triggers.bindings[binding_id].acknowledged)
         await provider.aclose()
         await wait_for(iii_engine, lambda e: status(e, binding_id) == "pending")
         again = await raw()
@@ -463,14 +463,14 @@ async def test_raw_provider_disconnects_and_a_new_connection_gets_bindings(iii_e
         await again.send(
             TriggerRegistrationResult(id=binding_id, trigger_type="raw", function_id="f")
         )
-        await wait_for(iii_engine, lambda e: e.triggers.table.bindings[binding_id].acknowledged)
+        await wait_for(iii_engine, lambda e: e._router.triggers.bindings[binding_id].acknowledged)
         await binder.send(Ping())
         assert isinstance(await binder.expect((Pong, TriggerRegistrationResult)), Pong)
         # The binder leaves: the provider is told.
         await binder.aclose()
         gone = await again.expect(UnregisterTrigger)
         assert gone == UnregisterTrigger(id=binding_id, trigger_type="raw")
-        await wait_for(iii_engine, lambda e: len(e.triggers.table) == 0)
+        await wait_for(iii_engine, lambda e: len(e._router.triggers) == 0)
 
 
 async def test_raw_error_result_is_forwarded_to_the_binder(iii_engine, raw) -> None:
@@ -479,7 +479,7 @@ async def test_raw_error_result_is_forwarded_to_the_binder(iii_engine, raw) -> N
     binding_id = new_id()
     with trio.fail_after(TIMEOUT):
         await provider.send(RegisterTriggerType(id="raw", description=""))
-        await wait_for(iii_engine, lambda e: e.triggers.table.types)
+        await wait_for(iii_engine, lambda e: e._router.triggers.types)
         await binder.send(
             {"type": "registertrigger", "id": binding_id, "trigger_type": "raw", "function_id": "f"}
         )

@@ -252,4 +252,4 @@ async def test_64_mib_both_ways(kind, iii_engine, our_server) -> None:
 
 async def _no_channels_left(engine: iii_trio.Engine) -> None:
     with trio.fail_after(10):
-        await engine.wait_until(lambda e: not e.broker.channels)
+        await engine.wait_until(lambda e: e.statistics().channels == 0)

@@ -165,7 +165,7 @@ async def test_official_provider_our_binder(iii_engine, iii_worker) -> None:
         assert payloads[0]["config"] == {"every": 3}
         # The official SDK acknowledges with an error-less triggerregistrationresult.
         with trio.fail_after(TIMEOUT):
-            await iii_engine.wait_until(lambda e: e.triggers.table.bindings[ref.id].acknowledged)
+            await iii_engine.wait_until(lambda e: e._router.triggers.bindings[ref.id].acknowledged)
             types = await binder.trigger("engine::triggers::list", {"prefix": "py::"})
         assert types == {
             "triggers": [
@@ -224,7 +224,9 @@ async def test_our_provider_official_binder(iii_engine, iii_worker) -> None:
         bound = await peer.event("bound")
         binding_id = bound["id"]
         with trio.fail_after(TIMEOUT):
-            await iii_engine.wait_until(lambda e: e.triggers.table.status(binding_id) == "pending")
+            await iii_engine.wait_until(
+                lambda e: e._router.triggers.status(binding_id) == "pending"
+            )
         source.register_trigger_type("ours::tick", provider, description="ours")
         called = await peer.event("called")
         assert called["payload"] == {"trigger": binding_id, "config": {"k": [1, 2]}}

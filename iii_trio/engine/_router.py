@@ -1,0 +1,591 @@
+"""The router: everything the engine decides about workers, functions, invocations and
+triggers, as one synchronous object. No I/O, no trio.
+
+Theory of operation
+-------------------
+A connection hands each decoded message to :meth:`Router.receive` and gets back what to send
+and to whom: a list of ``(worker_id, item)`` pairs, where ``item`` is a wire message or a
+:class:`Drop` (close that worker's connection). The engine delivers the list without waiting
+on anyone (each connection's :class:`~iii_trio._ws.Outbox`), so no connection's task ever
+waits for another connection: a peer that stops reading holds up only its own outbox.
+
+The router owns the tables: connected workers, the function registry (first registration
+wins, bounded per worker), the invocations in flight with their deadlines, and the trigger
+table. Invocations are the one kind of message a busy worker may refuse: when the executor's
+outbox is over its soft bound, the engine calls :meth:`Router.refused` and the caller gets
+``worker_overloaded`` at once instead of the call waiting behind a peer that does not read.
+
+Time comes from the ``clock`` given at construction (``trio.current_time`` in the engine, a
+plain counter in tests), so every rule here is testable without ``trio.run``.
+
+Messages a worker sends that only the engine may send, and ``registerservice``, are answered
+or ignored as iii does; a message that fails to decode is answered by :meth:`bad_message`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from typing import Final, final
+
+import attrs
+
+from .. import _codes as codes
+from .._errors import RemoteProtocolError
+from ..protocol import (
+    JSON,
+    ActionEnqueue,
+    ActionVoid,
+    Error,
+    ErrorBody,
+    InvocationResult,
+    InvokeFunction,
+    Message,
+    Ping,
+    Pong,
+    Reattach,
+    RegisterFunction,
+    RegisterService,
+    RegisterTrigger,
+    RegisterTriggerType,
+    RegistrationRejected,
+    TriggerRegistrationResult,
+    UnregisterFunction,
+    UnregisterTrigger,
+    UnregisterTriggerType,
+    WorkerRegistered,
+    is_ignored_tag,
+    loads,
+    new_uuid,
+)
+from ._builtins import BUILTINS, BuiltinCall, BuiltinError, ChannelService
+from ._config import EngineConfig
+from ._invocations import Invocation, InvocationTable
+from ._registry import (
+    DEFAULT_NAMESPACE,
+    RESERVED_PREFIX,
+    FunctionEntry,
+    FunctionRegistry,
+    RegistryLimitExceeded,
+)
+from ._triggers import Binding, BindingRefused, TriggerTable, TriggerTypeEntry
+from ._workers import WorkerRecord
+
+logger = logging.getLogger("iii_trio.engine")
+
+_CALLER_KEY: Final = "_caller_worker_id"
+
+
+@final
+@attrs.frozen
+class Drop:
+    """Close the target worker's connection (it was replaced, or broke a rule)."""
+
+    reason: str
+
+
+Outgoing = tuple[str, Message | Drop]
+
+
+@final
+class Router:
+    """Workers, functions, invocations and triggers: messages in, messages out.
+
+    Args:
+        config: the engine's settings (timeouts and limits are read from it).
+        channels: the channel broker, for the ``engine::channels::*`` built-ins.
+        clock: the current time in seconds (deadlines are on this clock).
+        on_change: called after anything that waiters may care about changed.
+        on_deadline: called with the deadline of each invocation added (for a timer).
+    """
+
+    def __init__(
+        self,
+        config: EngineConfig,
+        *,
+        channels: ChannelService,
+        clock: Callable[[], float],
+        on_change: Callable[[], None] = lambda: None,
+        on_deadline: Callable[[float], None] = lambda deadline: None,
+    ) -> None:
+        self.config = config
+        self._on_deadline = on_deadline
+        self._channels = channels
+        self._clock = clock
+        self._on_change = on_change
+        self._workers: dict[str, WorkerRecord] = {}
+        self._functions = FunctionRegistry(max_per_worker=config.max_functions_per_worker)
+        self._invocations = InvocationTable()
+        self._triggers = TriggerTable()
+        self._shutting_down = False
+
+    # --- the tables (read-only views for built-ins, statistics and tests) -----------------
+
+    @property
+    def workers(self) -> Mapping[str, WorkerRecord]:
+        return self._workers
+
+    @property
+    def functions(self) -> FunctionRegistry:
+        return self._functions
+
+    @property
+    def invocations(self) -> InvocationTable:
+        return self._invocations
+
+    @property
+    def triggers(self) -> TriggerTable:
+        return self._triggers
+
+    @property
+    def channels(self) -> ChannelService:
+        return self._channels
+
+    @property
+    def shutting_down(self) -> bool:
+        return self._shutting_down
+
+    # --- connections -----------------------------------------------------------------------
+
+    def connect(self, peer: str) -> tuple[WorkerRecord, list[Outgoing]]:
+        """A worker connected: its record, and ``workerregistered`` (its first message)."""
+        record = WorkerRecord(
+            worker_id=new_uuid(),
+            reattach_token=new_uuid(),
+            peer=peer,
+            connected_at_ms=int(time.time() * 1000),
+        )
+        self._workers[record.worker_id] = record
+        self._on_change()
+        welcome = WorkerRegistered(worker_id=record.worker_id, reattach_token=record.reattach_token)
+        return record, [(record.worker_id, welcome)]
+
+    def disconnect(self, worker_id: str) -> list[Outgoing]:
+        """A connection ended: drop its functions and bindings (telling providers), park the
+        bindings it provided, fail the calls it was running. O(what it had)."""
+        if self._workers.pop(worker_id, None) is None:
+            return []
+        for entry in self._functions.remove_worker(worker_id):
+            logger.debug("function %s gone with worker %s", entry.function_id, worker_id)
+        out: list[Outgoing] = list(self._triggers.remove_worker(worker_id))
+        for inv in self._invocations.remove_worker(worker_id):
+            if inv.executor == worker_id and inv.caller != worker_id:
+                out.extend(
+                    self._tell_caller(
+                        inv,
+                        codes.INVOCATION_STOPPED,
+                        f"worker serving '{inv.function_id}' disconnected",
+                    )
+                )
+        self._on_change()
+        return out
+
+    # --- messages from workers -------------------------------------------------------------
+
+    def receive(self, worker_id: str, msg: Message) -> list[Outgoing]:
+        """Route one message from ``worker_id``; returns what to send."""
+        record = self._workers.get(worker_id)
+        if record is None:
+            return []  # the connection is ending: its cleanup answered for it
+        if isinstance(msg, InvokeFunction):
+            out = self._invoke(record, msg)
+        elif isinstance(msg, InvocationResult):
+            out = self._result(record, msg)
+        elif isinstance(msg, RegisterFunction):
+            out = self._register(record, msg)
+        elif isinstance(msg, UnregisterFunction):
+            if self._functions.unregister(record.namespace, msg.id, worker_id):
+                logger.info("worker %s unregistered %s", worker_id, msg.id)
+            out = []
+        elif isinstance(msg, Ping):
+            return [(worker_id, Pong())]
+        elif isinstance(msg, Pong | Reattach | RegisterService):
+            # Keepalive answers; iii's session resumption (we always start fresh); services,
+            # which iii accepts and which nothing here uses.
+            logger.debug("ignored %s from worker %s", type(msg).__name__, worker_id)
+            return []
+        elif isinstance(msg, WorkerRegistered | RegistrationRejected | Error):
+            error = ErrorBody(
+                code=codes.INVALID_MESSAGE,
+                message=f"{type(msg).__name__} is sent by the engine, not to it",
+            )
+            return [(worker_id, Error(error=error))]
+        else:
+            out = self._trigger_message(record, msg)
+        self._on_change()
+        return out
+
+    def bad_message(
+        self, worker_id: str, raw: str | bytes, exc: RemoteProtocolError
+    ) -> list[Outgoing]:
+        """A message from ``worker_id`` failed to decode: the answer that says why (an error
+        result when the message still names an invocation to answer, else ``error``)."""
+        try:
+            obj = loads(raw)
+        except RemoteProtocolError:
+            obj = None
+        if is_ignored_tag(obj):
+            assert isinstance(obj, dict)
+            logger.debug("ignored %r message from %s", obj["type"], worker_id)
+            return []
+        record = self._workers.get(worker_id)
+        if record is not None:
+            record.bad_messages += 1
+        logger.warning("bad message from worker %s: %s", worker_id, exc)
+        body = ErrorBody(code=exc.hint, message=str(exc))
+        invocation = _salvage_invocation(obj)
+        if invocation is None:
+            return [(worker_id, Error(error=body))]
+        invocation_id, function_id = invocation
+        return [
+            (
+                worker_id,
+                InvocationResult(invocation_id=invocation_id, function_id=function_id, error=body),
+            )
+        ]
+
+    # --- functions -------------------------------------------------------------------------
+
+    def _register(self, record: WorkerRecord, msg: RegisterFunction) -> list[Outgoing]:
+        if msg.id.startswith(RESERVED_PREFIX) or not msg.id:
+            return self._reject(record, msg.id, owner="engine")
+        if msg.invocation is not None:
+            logger.warning(
+                "worker %s registered HTTP-invoked function %s; iii_trio does not call HTTP "
+                "endpoints, so calls to it fail with function_not_invokable",
+                record.worker_id,
+                msg.id,
+            )
+        entry = FunctionEntry(
+            namespace=record.namespace,
+            function_id=msg.id,
+            worker_id=record.worker_id,
+            description=msg.description,
+            metadata=msg.metadata,
+            request_format=msg.request_format,
+            response_format=msg.response_format,
+            http=msg.invocation is not None,
+        )
+        try:
+            conflict = self._functions.register(entry)
+        except RegistryLimitExceeded as exc:
+            logger.warning("refused %s from worker %s: %s", msg.id, record.worker_id, exc)
+            return [
+                (
+                    record.worker_id,
+                    RegistrationRejected(
+                        code=codes.LIMIT_EXCEEDED,
+                        namespace=record.namespace,
+                        function_id=msg.id,
+                        owner_worker_id=record.worker_id,
+                        worker_name=record.name,
+                    ),
+                )
+            ]
+        if conflict is not None:
+            return self._reject(record, msg.id, owner=conflict.worker_id)
+        logger.debug("worker %s registered %s", record.worker_id, msg.id)
+        return []
+
+    def _reject(self, record: WorkerRecord, function_id: str, *, owner: str) -> list[Outgoing]:
+        logger.warning(
+            "refused %s from worker %s: already registered by %s",
+            function_id,
+            record.worker_id,
+            owner,
+        )
+        rejection = RegistrationRejected(
+            code=codes.FUNCTION_NAMESPACE_CONFLICT,
+            namespace=record.namespace,
+            function_id=function_id,
+            owner_worker_id=owner,
+            worker_name=record.name,
+        )
+        return [(record.worker_id, rejection)]
+
+    def move_to_namespace(self, record: WorkerRecord, namespace: str) -> None:
+        """Re-home a worker's functions once it named its namespace (a conflict there loses
+        the function, with a warning)."""
+        if namespace == record.namespace:
+            return
+        registry = self._functions
+        owned = registry.owned_by(record.worker_id)
+        record.namespace = namespace
+        for entry in owned:
+            registry.unregister(entry.namespace, entry.function_id, record.worker_id)
+            if registry.register(attrs.evolve(entry, namespace=namespace)) is not None:
+                logger.warning(
+                    "worker %s lost %s when it moved to namespace %s: already registered there",
+                    record.worker_id,
+                    entry.function_id,
+                    namespace,
+                )
+
+    # --- invocations -----------------------------------------------------------------------
+
+    def _invoke(self, caller: WorkerRecord, msg: InvokeFunction) -> list[Outgoing]:
+        function_id = msg.function_id
+        if isinstance(msg.action, ActionEnqueue):
+            return _error_reply(
+                caller,
+                msg,
+                codes.ENQUEUE_ERROR,
+                "iii_trio has no queue worker; enqueue is not supported",
+            )
+        if self._shutting_down:
+            return _error_reply(caller, msg, codes.ENGINE_SHUTDOWN, "the engine is shutting down")
+        if function_id.startswith(RESERVED_PREFIX):
+            builtin = BUILTINS.get(function_id)
+            if builtin is not None:
+                return self._call_builtin(caller, msg, builtin)
+        entry = self._functions.lookup(msg.namespace or DEFAULT_NAMESPACE, function_id)
+        if entry is None or entry.worker_id not in self._workers:
+            return _error_reply(
+                caller, msg, codes.FUNCTION_NOT_FOUND, f"Function '{function_id}' not found"
+            )
+        if entry.http:
+            return _error_reply(
+                caller,
+                msg,
+                codes.FUNCTION_NOT_INVOKABLE,
+                f"Function '{function_id}' is HTTP-invoked, which iii_trio does not support",
+            )
+        config = self.config
+        invocations = self._invocations
+        if invocations.pending_calls(caller.worker_id) >= config.max_pending_invocations:
+            return _error_reply(
+                caller,
+                msg,
+                codes.LIMIT_EXCEEDED,
+                f"more than {config.max_pending_invocations} invocations pending on this "
+                "connection",
+            )
+        timeout = config.invocation_timeout
+        if msg.timeout_ms is not None:
+            timeout = min(msg.timeout_ms / 1000, config.max_invocation_timeout)
+        now = self._clock()
+        wants_reply = msg.invocation_id is not None and not isinstance(msg.action, ActionVoid)
+        target_id = invocations.new_target_id(msg.invocation_id)
+        inv = Invocation(
+            target_id=target_id,
+            caller_id=msg.invocation_id if wants_reply else None,
+            function_id=function_id,
+            caller=caller.worker_id,
+            executor=entry.worker_id,
+            deadline=now + timeout,
+            started=now,
+        )
+        invocations.add(inv)
+        self._on_deadline(inv.deadline)
+        data = msg.data
+        if isinstance(data, dict):
+            data = {**data, _CALLER_KEY: caller.worker_id}
+        forward = InvokeFunction(
+            invocation_id=target_id,
+            function_id=function_id,
+            data=data,
+            traceparent=msg.traceparent,
+            baggage=msg.baggage,
+            metadata=msg.metadata,
+            timeout_ms=int(timeout * 1000),
+        )
+        return [(entry.worker_id, forward)]
+
+    def _call_builtin(
+        self,
+        caller: WorkerRecord,
+        msg: InvokeFunction,
+        builtin: Callable[[BuiltinCall], JSON],
+    ) -> list[Outgoing]:
+        sends: list[tuple[str, Message]] = []
+        call = BuiltinCall(engine=self, caller=caller, data=msg.data, out=sends)
+        try:
+            result = builtin(call)
+        except BuiltinError as exc:
+            return [*sends, *_error_reply(caller, msg, exc.code, exc.message)]
+        out: list[Outgoing] = list(sends)
+        if msg.invocation_id is not None and not isinstance(msg.action, ActionVoid):
+            reply = InvocationResult(
+                invocation_id=msg.invocation_id, function_id=msg.function_id, result=result
+            )
+            out.append((caller.worker_id, reply))
+        return out
+
+    def _result(self, executor: WorkerRecord, msg: InvocationResult) -> list[Outgoing]:
+        inv = self._invocations.complete(msg.invocation_id, executor.worker_id)
+        if inv is None:
+            logger.debug(
+                "ignored result for %s from %s: not an invocation it was asked to run",
+                msg.invocation_id,
+                executor.worker_id,
+            )
+            return []
+        if inv.caller_id is None or inv.caller not in self._workers:
+            return []
+        answer = InvocationResult(
+            invocation_id=inv.caller_id,
+            function_id=inv.function_id,
+            result=msg.result,
+            error=msg.error,
+            traceparent=msg.traceparent,
+            baggage=msg.baggage,
+        )
+        return [(inv.caller, answer)]
+
+    def refused(self, executor_id: str, msg: InvokeFunction) -> list[Outgoing]:
+        """The executor's outbox would not take ``msg`` (it is not reading): the call fails at
+        once with ``worker_overloaded``."""
+        assert msg.invocation_id is not None
+        inv = self._invocations.complete(msg.invocation_id, executor_id)
+        if inv is None:
+            return []
+        self._on_change()
+        reason = (
+            f"the worker serving '{inv.function_id}' is not reading its connection fast "
+            "enough; the call was refused"
+        )
+        if inv.caller_id is None:
+            logger.info("void call to %s refused: %s", inv.function_id, reason)
+        return self._tell_caller(inv, codes.WORKER_OVERLOADED, reason)
+
+    def expire(self) -> list[Outgoing]:
+        """Fail the invocations whose deadline has passed with ``invocation_timeout``."""
+        expired = self._invocations.pop_expired(self._clock())
+        out: list[Outgoing] = []
+        for inv in expired:
+            seconds = round(inv.deadline - inv.started, 3)
+            out.extend(
+                self._tell_caller(
+                    inv,
+                    codes.INVOCATION_TIMEOUT,
+                    f"function '{inv.function_id}' did not answer within {seconds}s",
+                )
+            )
+        if expired:
+            self._on_change()
+        return out
+
+    def next_deadline(self) -> float | None:
+        return self._invocations.next_deadline()
+
+    def start_shutdown(self) -> None:
+        """Refuse new calls and channels from now on."""
+        self._shutting_down = True
+        self._on_change()
+
+    def stop_invocations(self, reason: str) -> list[Outgoing]:
+        """Fail every invocation in flight with ``invocation_stopped`` (end of a shutdown)."""
+        out: list[Outgoing] = []
+        for inv in self._invocations.all():
+            out.extend(self._tell_caller(inv, codes.INVOCATION_STOPPED, reason))
+        return out
+
+    def _tell_caller(self, inv: Invocation, code: str, message: str) -> list[Outgoing]:
+        if inv.caller_id is None or inv.caller not in self._workers:
+            return []
+        error = ErrorBody(code=code, message=message)
+        answer = InvocationResult(
+            invocation_id=inv.caller_id, function_id=inv.function_id, error=error
+        )
+        return [(inv.caller, answer)]
+
+    # --- triggers --------------------------------------------------------------------------
+
+    def _trigger_message(self, record: WorkerRecord, msg: Message) -> list[Outgoing]:
+        table = self._triggers
+        worker_id = record.worker_id
+        if isinstance(msg, RegisterTriggerType):
+            entry = TriggerTypeEntry(
+                id=msg.id,
+                namespace=msg.namespace or record.namespace,
+                worker_id=worker_id,
+                description=msg.description,
+                trigger_request_format=msg.trigger_request_format,
+                call_request_format=msg.call_request_format,
+            )
+            logger.info("worker %s provides trigger type %s", worker_id, msg.id)
+            return list(table.register_type(entry))
+        if isinstance(msg, UnregisterTriggerType):
+            logger.info("worker %s no longer provides trigger type %s", worker_id, msg.id)
+            return list(table.unregister_type(worker_id, msg.id))
+        if isinstance(msg, RegisterTrigger):
+            return self._bind(record, msg)
+        if isinstance(msg, UnregisterTrigger):
+            removed, withdrawn = table.unbind(msg.id, owner=worker_id)
+            if removed is None:
+                logger.debug("worker %s unregistered unknown trigger %s", worker_id, msg.id)
+            return list(withdrawn)
+        assert isinstance(msg, TriggerRegistrationResult)
+        if msg.error is not None:
+            logger.warning(
+                "worker %s rejected trigger %s (%s): %s: %s",
+                worker_id,
+                msg.id,
+                msg.trigger_type,
+                msg.error.code,
+                msg.error.message,
+            )
+        return list(table.result(worker_id, msg))
+
+    def _bind(self, record: WorkerRecord, msg: RegisterTrigger) -> list[Outgoing]:
+        binding = Binding(
+            id=msg.id,
+            trigger_type=msg.trigger_type,
+            function_id=msg.function_id,
+            config=msg.config,
+            metadata=msg.metadata,
+            namespace=msg.namespace or DEFAULT_NAMESPACE,
+            home_namespace=record.namespace,
+            trigger_namespace=msg.trigger_namespace,
+            owner=record.worker_id,
+        )
+        try:
+            out = self._triggers.bind(binding)
+        except BindingRefused as exc:
+            logger.warning("refused trigger %s from worker %s: %s", msg.id, record.worker_id, exc)
+            refusal = TriggerRegistrationResult(
+                id=msg.id,
+                trigger_type=msg.trigger_type,
+                function_id=msg.function_id,
+                error=ErrorBody(code=codes.TRIGGER_REGISTRATION_FAILED, message=str(exc)),
+            )
+            return [(record.worker_id, refusal)]
+        logger.info(
+            "worker %s bound %s to trigger type %s (%s)",
+            record.worker_id,
+            msg.function_id,
+            msg.trigger_type,
+            binding.status,
+        )
+        return list(out)
+
+
+def _error_reply(caller: WorkerRecord, msg: InvokeFunction, code: str, text: str) -> list[Outgoing]:
+    if msg.invocation_id is None or isinstance(msg.action, ActionVoid):
+        logger.info("void call to %s failed: %s: %s", msg.function_id, code, text)
+        return []
+    error = ErrorBody(code=code, message=text)
+    reply = InvocationResult(
+        invocation_id=msg.invocation_id, function_id=msg.function_id, error=error
+    )
+    return [(caller.worker_id, reply)]
+
+
+def _salvage_invocation(obj: JSON) -> tuple[str, str] | None:
+    """For a broken ``invokefunction`` that still names a UUID id and a function, the pair, so
+    the caller gets an error result instead of waiting for ever."""
+    if not isinstance(obj, dict) or obj.get("type") != "invokefunction":
+        return None
+    invocation_id, function_id = obj.get("invocation_id"), obj.get("function_id")
+    if not isinstance(invocation_id, str) or not isinstance(function_id, str):
+        return None
+    try:
+        uuid.UUID(invocation_id)
+    except ValueError:
+        return None
+    action = obj.get("action")
+    if isinstance(action, dict) and action.get("type") == "void":
+        return None
+    return invocation_id, function_id
