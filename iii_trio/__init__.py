@@ -19,6 +19,7 @@ from ._errors import ProtocolError as ProtocolError
 from ._errors import RegistrationRejected as RegistrationRejected
 from ._errors import RemoteProtocolError as RemoteProtocolError
 from ._errors import WorkerDisconnected as WorkerDisconnected
+from ._errors import WorkerOverloaded as WorkerOverloaded
 from ._version import __version__ as __version__
 from .engine import Engine as Engine
 from .engine import EngineConfig as EngineConfig
@@ -80,6 +81,7 @@ __all__ = [
     "TriggerTypeRef",
     "Worker",
     "WorkerDisconnected",
+    "WorkerOverloaded",
     "__version__",
     "connect_worker",
     "open_engine",

@@ -16,6 +16,7 @@ from ._codes import (
     INVOCATION_STOPPED,
     INVOCATION_TIMEOUT,
     WORKER_DISCONNECTED,
+    WORKER_OVERLOADED,
 )
 
 
@@ -91,6 +92,12 @@ class InvocationStopped(InvocationError):
 
 
 @final
+class WorkerOverloaded(InvocationError):
+    """The worker serving the function does not read its connection fast enough, so the
+    engine refused the call at once (``worker_overloaded``) instead of queueing it."""
+
+
+@final
 class WorkerDisconnected(InvocationError):
     """Our own connection to the engine was lost while the call was in flight."""
 
@@ -111,6 +118,7 @@ _BY_CODE: Final[dict[str, type[InvocationError]]] = {
     INVOCATION_TIMEOUT: InvocationTimeout,
     INVOCATION_STOPPED: InvocationStopped,
     WORKER_DISCONNECTED: WorkerDisconnected,
+    WORKER_OVERLOADED: WorkerOverloaded,
 }
 
 

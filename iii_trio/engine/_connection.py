@@ -92,6 +92,8 @@ class WorkerConnection:
         #: Why the engine ended the connection, if it did (for the log).
         self.end_reason: str | None = None
         self._dropped = False
+        #: Dropped by the keepalive: no pong in time.
+        self.unresponsive = False
         self._read_scope = trio.CancelScope()
         self._scope = trio.CancelScope()
         self._written = trio.Event()
@@ -108,17 +110,20 @@ class WorkerConnection:
             self.end_reason = "engine shutting down"
             self._read_scope.cancel()
 
-    def drop(self, reason: str) -> None:
-        """Cut the connection now (nothing more is written): the worker broke a rule that
-        a message could not fix, e.g. it does not read what it must get."""
+    def drop(self, reason: str) -> bool:
+        """Cut the connection now (nothing more is queued or written): the worker broke a
+        rule that a message could not fix, e.g. it does not read what it must get. False if
+        it was already dropped or closed."""
         if self.state is ConnectionState.CLOSED or self._dropped:
-            return
+            return False
         if self.state is ConnectionState.OPEN:
             self._move(ConnectionState.CLOSING)
         self._dropped = True
         self.end_reason = reason
+        self.outbox.close()
         logger.warning("dropping worker %s: %s", self.worker_id, reason)
         self._scope.cancel()
+        return True
 
     async def run(self) -> str:
         """Serve the connection until either side ends it; returns why it ended."""
@@ -200,5 +205,6 @@ class WorkerConnection:
                 except (trio.BrokenResourceError, trio.ClosedResourceError):
                     return  # the reader sees the end of the connection
             if scope.cancelled_caught:
+                self.unresponsive = True
                 self.drop(f"no pong within {self._ping_timeout:g}s (not reading, or gone)")
                 return

@@ -301,11 +301,11 @@ class Engine:
             reason = await conn.run()
         finally:
             self._outbox_peak = max(self._outbox_peak, outbox.statistics().peak_bytes)
+            if conn.unresponsive:
+                self._unresponsive += 1
             # In one step: nothing is routed to the connection once the router forgot it.
             del self._connections[worker_id]
             self._deliver(self._router.disconnect(worker_id))
-            if conn.end_reason is not None and conn.end_reason.startswith("no pong"):
-                self._unresponsive += 1
             logger.info("worker %s (%s) disconnected: %s", worker_id, record.name, reason)
 
     def _on_message(self, worker_id: str, msg: Message, burst: bool) -> None:
@@ -335,14 +335,14 @@ class Engine:
                     self._calls_refused += 1
                     self._deliver(self._router.refused(target, item))
             elif not conn.outbox.post(text, burst=burst):
-                self._slow_consumers += 1
                 stats = conn.outbox.statistics()
-                conn.drop(
+                if conn.drop(
                     f"slow consumer: {stats.queued_bytes} bytes in {stats.queued_messages} "
                     "messages queued for it (outbox_hard_limit "
                     f"{self.config.outbox_hard_limit}, outbox_max_messages "
                     f"{self.config.outbox_max_messages})"
-                )
+                ):
+                    self._slow_consumers += 1
 
     # --- invocation deadlines ----------------------------------------------------------------
 
