@@ -76,7 +76,7 @@ async def test_a_caller_that_does_not_read_holds_up_nobody() -> None:
     """Before: 800 pipelined 16 KiB calls from a caller that never reads blocked every other
     caller of the same function for as long as it stayed connected. Now its answers wait in
     its own outbox (bounded), and the keepalive drops it."""
-    settings = {"outbox_limit": 1 * MiB, "outbox_hard_limit": 64 * MiB}
+    settings: dict[str, Any] = {"outbox_limit": 1 * MiB, "outbox_hard_limit": 64 * MiB}
     async with (
         iii_trio.open_engine(port=0, ping_interval=1.0, ping_timeout=2.0, **settings) as engine,
         iii_trio.connect_worker(engine.url, name="server") as server,
@@ -112,7 +112,11 @@ async def test_a_worker_that_does_not_read_gets_no_more_calls() -> None:
     reading the *caller*, which could not even make an unrelated call. Now the caller keeps
     being read, calls to the stalled worker fail at once with worker_overloaded, and the
     keepalive drops the stalled worker, failing what it held with invocation_stopped."""
-    settings = {"outbox_limit": 256 * 1024, "ping_interval": 1.0, "ping_timeout": 2.0}
+    settings: dict[str, Any] = {
+        "outbox_limit": 256 * 1024,
+        "ping_interval": 1.0,
+        "ping_timeout": 2.0,
+    }
     async with (
         iii_trio.open_engine(port=0, **settings) as engine,
         iii_trio.connect_worker(engine.url, name="server") as server,
@@ -145,7 +149,7 @@ async def test_timeouts_for_a_caller_that_does_not_read_are_bounded() -> None:
     nursery (+360 MiB at 100k calls, never returned). Now the error answers wait in the
     caller's outbox, which is bounded in count too: the caller is dropped as a slow
     consumer and everything it held is released."""
-    settings = {"outbox_max_messages": 500, "ping_interval": None}
+    settings: dict[str, Any] = {"outbox_max_messages": 500, "ping_interval": None}
     async with (
         iii_trio.open_engine(port=0, **settings) as engine,
         iii_trio.connect_worker(engine.url, name="server") as server,
