@@ -21,8 +21,7 @@ import trio
 
 from . import __version__
 from ._allocator import tune_allocator
-from ._errors import IIIError, InvocationError
-from ._ws import HandshakeError
+from ._errors import ConnectError, IIIError, InvocationError
 from .engine import EngineConfig, open_engine
 from .engine._config import DEFAULT_HOST, DEFAULT_PORT
 from .worker import connect_worker, receive_file, send_file
@@ -450,10 +449,12 @@ def _report(exc: BaseException, args: argparse.Namespace) -> int:
     if isinstance(leaf, InvocationError):
         print(f"error: {leaf.code}: {leaf.message}", file=sys.stderr)
         return EXIT_ERROR
-    if isinstance(leaf, OSError | HandshakeError | trio.TooSlowError):
-        where = _engine_url(args) if "url" in args else "the engine"
-        print(f"cannot reach the engine at {where}: {leaf}", file=sys.stderr)
+    if isinstance(leaf, ConnectError):
+        print(f"error: {leaf}", file=sys.stderr)
         return EXIT_UNREACHABLE
+    if isinstance(leaf, OSError):
+        print(f"error: {leaf}", file=sys.stderr)
+        return EXIT_ERROR
     if isinstance(leaf, IIIError | trio.BrokenResourceError):
         print(f"error: {leaf}", file=sys.stderr)
         return EXIT_ERROR
