@@ -26,20 +26,33 @@ _SECRET_PARAM = re.compile(r"((?:^|[?&])(?:token|key)=)[^&#]*")
 def check_engine_url(url: str) -> None:
     """Raise ``ValueError`` with a helpful message unless ``url`` is a ws:// or wss:// URL
     with a host (and a valid port)."""
-    scheme = urlsplit(url).scheme.lower() if "://" in url else ""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
     if scheme in ("http", "https"):
         suggestion = ("wss" if scheme == "https" else "ws") + url[len(scheme) :]
         raise ValueError(
             f"engine URLs are WebSocket URLs: use {redact_url(suggestion)!r}, "
             f"not {redact_url(url)!r}"
         )
-    try:
-        parse_ws_url(url)
-    except ValueError as exc:
-        raise ValueError(
-            f"not an engine URL: {redact_url(url)!r} ({exc}); expected ws://HOST:PORT or "
-            "wss://HOST:PORT"
-        ) from None
+    problem = ""
+    if scheme not in ("ws", "wss"):
+        problem = "expected ws://HOST:PORT or wss://HOST:PORT"
+    else:
+        try:
+            has_port = parts.port is not None or not parts.netloc.endswith(":")
+        except ValueError:  # urllib checks the port only when asked for it
+            has_port = False
+        if not has_port:
+            problem = "the port is not a number from 0 to 65535"
+        elif not parts.hostname:
+            problem = "it has no host"
+    if not problem:
+        try:
+            parse_ws_url(url)
+        except ValueError as exc:
+            problem = str(exc)
+    if problem:
+        raise ValueError(f"not an engine URL: {redact_url(url)!r}: {problem}")
 
 
 def redact_url(url: str) -> str:

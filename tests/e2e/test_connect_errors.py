@@ -82,9 +82,10 @@ async def test_in_memory_engine_refusals_are_the_same_errors() -> None:
     [
         ("http://127.0.0.1:9", "use 'ws://127.0.0.1:9'"),
         ("https://example.com/x", "use 'wss://example.com/x'"),
-        ("notaurl", "not an engine URL: 'notaurl'"),
-        ("ws://", "not an engine URL"),
-        ("ws://127.0.0.1:99999", "not an engine URL"),
+        ("notaurl", "not an engine URL: 'notaurl': expected ws://HOST:PORT"),
+        ("ws://", "not an engine URL: 'ws://': it has no host"),
+        ("ws://127.0.0.1:99999", "the port is not a number from 0 to 65535"),
+        ("http://127.0.0.1:9/?token=secret", "use 'ws://127.0.0.1:9/?token=***'"),
     ],
 )
 async def test_bad_urls_are_value_errors(url: str, message: str) -> None:
@@ -92,6 +93,7 @@ async def test_bad_urls_are_value_errors(url: str, message: str) -> None:
         async with iii_trio.connect_worker(url, reconnect=False):
             pass
     assert message in str(info.value)
+    assert "secret" not in str(info.value)
 
 
 async def test_channel_socket_401_says_missing_or_rejected() -> None:
