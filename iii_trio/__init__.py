@@ -8,7 +8,10 @@ and streams bytes through channels (:class:`ChannelWriter`, :class:`ChannelReade
 from __future__ import annotations
 
 from ._allocator import tune_allocator as tune_allocator
+from ._errors import ConnectError as ConnectError
+from ._errors import EngineUnreachable as EngineUnreachable
 from ._errors import FunctionNotFound as FunctionNotFound
+from ._errors import HandshakeRefused as HandshakeRefused
 from ._errors import IIIError as IIIError
 from ._errors import InvocationError as InvocationError
 from ._errors import InvocationFailed as InvocationFailed
@@ -18,6 +21,7 @@ from ._errors import LocalProtocolError as LocalProtocolError
 from ._errors import ProtocolError as ProtocolError
 from ._errors import RegistrationRejected as RegistrationRejected
 from ._errors import RemoteProtocolError as RemoteProtocolError
+from ._errors import Unauthorized as Unauthorized
 from ._errors import WorkerDisconnected as WorkerDisconnected
 from ._errors import WorkerOverloaded as WorkerOverloaded
 from ._version import __version__ as __version__
@@ -58,11 +62,14 @@ __all__ = [
     "ChannelReaderClosed",
     "ChannelRefused",
     "ChannelWriter",
+    "ConnectError",
     "Engine",
     "EngineConfig",
     "EngineStatistics",
+    "EngineUnreachable",
     "FunctionNotFound",
     "FunctionRef",
+    "HandshakeRefused",
     "IIIError",
     "InvocationError",
     "InvocationFailed",
@@ -79,6 +86,7 @@ __all__ = [
     "TriggerHandler",
     "TriggerRef",
     "TriggerTypeRef",
+    "Unauthorized",
     "Worker",
     "WorkerDisconnected",
     "WorkerOverloaded",

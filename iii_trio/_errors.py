@@ -112,6 +112,79 @@ class RegistrationRejected(IIIError):
         self.function_id = function_id
 
 
+class ConnectError(IIIError):
+    """Could not connect to the engine (raised by :func:`iii_trio.connect_worker` when the
+    first connection fails; later ones are retried).
+
+    Attributes:
+        url: the engine URL that was dialled, with any ``token`` or ``key`` in its query
+            replaced by ``***``.
+    """
+
+    def __init__(self, message: str, *, url: str) -> None:
+        super().__init__(message)
+        self.url = url
+
+
+@final
+class EngineUnreachable(ConnectError):
+    """No engine answered at :attr:`url`: the TCP connection failed or was refused, the host
+    name did not resolve, the connection was lost during the opening handshake, or no
+    WebSocket upgrade came within ``connect_timeout``. The original error is the
+    ``__cause__``.
+
+    Attributes:
+        url: as :class:`ConnectError`.
+    """
+
+
+class HandshakeRefused(ConnectError):
+    """A server answered at :attr:`url`, but with an HTTP status instead of upgrading to a
+    WebSocket (e.g. 404 for a wrong path, 426 for an answer that was not an upgrade; also
+    101 with a wrong ``Sec-WebSocket-Accept``: not a WebSocket server).
+
+    Attributes:
+        url: as :class:`ConnectError`.
+        status: the HTTP status of the answer.
+        body: the body of the answer (the engine's reason, for its own refusals).
+    """
+
+    def __init__(self, message: str, *, url: str, status: int, body: str = "") -> None:
+        super().__init__(message, url=url)
+        self.status = status
+        self.body = body
+
+
+@final
+class Unauthorized(HandshakeRefused):
+    """The engine requires a token (HTTP 401) and either none was sent or it was wrong.
+
+    The message says which, and where a token comes from: ``token=`` (of
+    :func:`iii_trio.connect_worker`) or ``$III_TOKEN``.
+
+    Attributes:
+        url: as :class:`ConnectError`.
+        status: always 401.
+        body: the engine's answer.
+        token_sent: whether a token was sent (``Authorization`` header or ``?token=``), i.e.
+            whether it was *rejected* rather than *missing*.
+    """
+
+    def __init__(self, *, url: str, token_sent: bool, body: str = "") -> None:
+        if token_sent:
+            message = (
+                f"token rejected by the engine at {url} (HTTP 401): "
+                "check token= or $III_TOKEN against the engine's token"
+            )
+        else:
+            message = (
+                f"token missing: the engine at {url} requires one (HTTP 401); "
+                "pass token= or set $III_TOKEN"
+            )
+        super().__init__(message, url=url, status=401, body=body)
+        self.token_sent = token_sent
+
+
 _BY_CODE: Final[dict[str, type[InvocationError]]] = {
     FUNCTION_NOT_FOUND: FunctionNotFound,
     INVOCATION_FAILED: InvocationFailed,

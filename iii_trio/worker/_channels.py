@@ -39,6 +39,7 @@ from .._ws._client import CONNECT_TIMEOUT
 from .._ws._frames import NO_STATUS, NORMAL_CLOSURE
 from ..protocol import StreamChannelRef
 from ._channel_errors import ChannelBroken, ChannelRefused, channel_error
+from ._connect import channel_refusal_reason
 
 logger = logging.getLogger("iii_trio.channels")
 
@@ -88,7 +89,8 @@ class ChannelEndpoint:
                 connect_timeout=self.connect_timeout,
             )
         except HandshakeError as exc:
-            raise ChannelRefused(exc.status, str(exc)) from exc
+            reason = channel_refusal_reason(exc, self.url, self.headers)
+            raise ChannelRefused(exc.status, reason) from exc
 
 
 class _Guard:

@@ -25,6 +25,7 @@ import trio
 
 from .. import _codes as codes
 from .._errors import (
+    ConnectError,
     IIIError,
     InvocationError,
     InvocationTimeout,
@@ -34,14 +35,7 @@ from .._errors import (
     invocation_error,
 )
 from .._version import __version__
-from .._ws import (
-    ConnectionClosed,
-    Dialer,
-    HandshakeError,
-    MessageSocket,
-    Outbox,
-    connect_message_socket,
-)
+from .._ws import ConnectionClosed, Dialer, MessageSocket, Outbox
 from .._ws._client import CONNECT_TIMEOUT
 from ..protocol import (
     JSON,
@@ -67,6 +61,7 @@ from ..protocol import (
     RegistrationRejected as RegistrationRejectedMessage,
 )
 from ._channels import Channel, ChannelEndpoint, ChannelReader, ChannelWriter
+from ._connect import connect_engine
 from ._functions import FunctionSpec, Handler, make_spec
 from ._refs import contains_ref, payload_to_json, replace_refs
 from ._triggers import TriggerHandler, TriggerRef, TriggerTypeRef, WorkerTriggers
@@ -662,7 +657,9 @@ class Worker:
         ``task_status.started(self)`` after the first connection.
 
         Raises:
-            OSError, HandshakeError, trio.TooSlowError: the *first* connection failed.
+            ConnectError: the *first* connection failed (:class:`EngineUnreachable`,
+                :class:`HandshakeRefused`, :class:`Unauthorized`); later ones are retried.
+            ValueError: the URL is not a ws:// or wss:// URL.
         """
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
@@ -670,24 +667,19 @@ class Worker:
             first = True
             while True:
                 try:
-                    ws = await connect_message_socket(
+                    ws = await connect_engine(
                         self.url,
                         headers=self._headers,
                         max_message_size=MAX_MESSAGE_SIZE,
                         dialer=self._dialer,
                         connect_timeout=self.connect_timeout,
                     )
-                except (OSError, HandshakeError, trio.TooSlowError) as exc:
+                except ConnectError as exc:
                     if first:
                         raise
                     delay = _backoff(attempt)
                     attempt += 1
-                    logger.warning(
-                        "cannot reach the engine at %s (%s); retrying in %.1fs",
-                        self.url,
-                        exc,
-                        delay,
-                    )
+                    logger.warning("%s; retrying in %.1fs", exc, delay)
                     await trio.sleep(delay)  # sleep-ok: reconnect backoff
                     continue
                 attempt = 0
@@ -846,7 +838,12 @@ async def connect_worker(
     On exit the connection closes and every channel the worker owns is closed.
 
     Raises:
-        OSError, HandshakeError, trio.TooSlowError: the first connection failed.
+        ConnectError: the first connection failed, as one of its subclasses (never inside an
+            ``ExceptionGroup``): :class:`~iii_trio.EngineUnreachable` (nothing answered, or
+            no upgrade within ``connect_timeout``), :class:`~iii_trio.Unauthorized` (HTTP 401:
+            token missing or rejected), :class:`~iii_trio.HandshakeRefused` (another HTTP
+            answer, e.g. 404 for a wrong path).
+        ValueError: ``url`` is not a ws:// or wss:// URL.
     """
     resolved = url or os.environ.get("III_URL") or DEFAULT_URL
     worker = Worker(

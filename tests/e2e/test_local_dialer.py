@@ -89,12 +89,13 @@ async def test_unknown_channel_is_refused_with_404() -> None:
 async def test_token_is_checked_as_for_sockets() -> None:
     async with iii_trio.open_engine(port=0, token="s3cret") as engine:
         with trio.fail_after(10):
-            with pytest.raises(HandshakeError) as info:
+            with pytest.raises(iii_trio.Unauthorized) as info:
                 async with iii_trio.connect_worker(
                     engine.url, dialer=engine.local_dialer, reconnect=False
                 ):
                     pass
             assert info.value.status == 401
+            assert isinstance(info.value.__cause__, HandshakeError)
             async with iii_trio.connect_worker(
                 engine.url, dialer=engine.local_dialer, token="s3cret"
             ) as worker:
@@ -106,9 +107,10 @@ async def test_token_is_checked_as_for_sockets() -> None:
 async def test_engine_not_running_refuses_the_connection() -> None:
     async with iii_trio.open_engine(port=0) as engine:
         pass
-    with trio.fail_after(10), pytest.raises(ConnectionRefusedError):
+    with trio.fail_after(10), pytest.raises(iii_trio.EngineUnreachable) as info:
         async with iii_trio.connect_worker(engine.url, dialer=engine.local_dialer, reconnect=False):
             pass
+    assert isinstance(info.value.__cause__, ConnectionRefusedError)
 
 
 async def test_worker_leaving_is_noticed() -> None:

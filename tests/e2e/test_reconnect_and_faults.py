@@ -268,10 +268,11 @@ async def test_connect_timeout_names_the_engine_that_did_not_answer() -> None:
                 held.append(await listeners[0].accept())
 
         nursery.start_soon(accept_and_hold)
-        with trio.fail_after(10), pytest.raises(trio.TooSlowError) as info:
+        with trio.fail_after(10), pytest.raises(iii_trio.EngineUnreachable) as info:
             async with iii_trio.connect_worker(f"ws://127.0.0.1:{port}", connect_timeout=0.3):
                 pass
         assert f"no WebSocket upgrade from 127.0.0.1:{port} within 0.3s" in str(info.value)
+        assert isinstance(info.value.__cause__, trio.TooSlowError)
         nursery.cancel_scope.cancel()
     for stream in held:
         await stream.aclose()
