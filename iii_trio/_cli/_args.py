@@ -10,7 +10,7 @@ from typing import Any, NoReturn
 from .._version import __version__
 from ..engine import EngineConfig
 from ..engine._config import DEFAULT_HOST, DEFAULT_PORT
-from ..worker._client import DEFAULT_URL
+from ..worker._worker import DEFAULT_URL
 from ._report import EXIT_CODES, EXIT_USAGE
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")

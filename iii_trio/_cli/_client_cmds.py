@@ -16,8 +16,8 @@ from typing import Any
 import trio
 
 from ..worker import Worker, connect_worker, receive_file, send_file
-from ..worker._client import DEFAULT_URL
 from ..worker._connect import check_engine_url
+from ..worker._worker import DEFAULT_URL
 from ._console import Console, Progress
 from ._report import EXIT_OK, EXIT_USAGE, local_file_error, usage_error
 

@@ -10,8 +10,10 @@ keep their own mapping (``ChannelRefused``) but take the 401 wording from here
 from __future__ import annotations
 
 import os
+import random
 import re
 from collections.abc import Sequence
+from typing import Final
 from urllib.parse import parse_qs, urlsplit
 
 import trio
@@ -19,6 +21,10 @@ import trio
 from .._errors import ConnectError, EngineUnreachable, HandshakeRefused, Unauthorized
 from .._ws import Dialer, HandshakeError, MessageSocket, connect_message_socket
 from .._ws._handshake import parse_ws_url
+
+#: Reconnect backoff: first delay and cap, in seconds (iii's: 1 s doubling to 30 s, ±30 %).
+RECONNECT_DELAY: Final = 1.0
+RECONNECT_MAX_DELAY: Final = 30.0
 
 _SECRET_PARAM = re.compile(r"((?:^|[?&])(?:token|key)=)[^&#]*")
 
@@ -145,3 +151,9 @@ def _reason(exc: BaseException) -> str:
         if reasons:
             text = f"{', '.join(reasons)} ({text})"
     return text
+
+
+def backoff(attempt: int) -> float:
+    """Seconds to wait before reconnect attempt ``attempt`` (0-based), with jitter."""
+    delay: float = min(RECONNECT_DELAY * 2.0**attempt, RECONNECT_MAX_DELAY)
+    return delay * random.uniform(0.7, 1.3)

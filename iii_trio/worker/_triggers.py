@@ -19,25 +19,29 @@ trigger types are replayed). If ``register_trigger`` raises, the engine is told
 ``trigger_registration_failed`` and forwards it to the binder; if the binding's work crashes
 later, the binder gets ``trigger_failed``. Either way the connection and the worker go on.
 
-Registration messages made while connected go out in call order through one sender task per
-connection (so a bind followed by an unbind cannot arrive swapped).
+Registration messages made while connected are posted to the connection's outbox at once, in
+call order with the worker's other registrations (so a bind followed by an unbind cannot arrive
+swapped, and a binding made right after its function's registration arrives after it).
+
+The module knows nothing of :class:`~iii_trio.Worker`: it is given a function that posts a
+message on the current connection, the worker's ``trigger`` (for :meth:`TriggerBinding.fire`)
+and a function that returns the worker's namespace.
 """
 
 from __future__ import annotations
 
-import contextlib
 import inspect
 import logging
 import traceback
-from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
-from typing import TYPE_CHECKING, Any, Final, Protocol, final
+from typing import Any, Final, Protocol, final
 
 import attrs
 import trio
 
 from iii_trio._codes import TRIGGER_FAILED, TRIGGER_REGISTRATION_FAILED
-from iii_trio._errors import IIIError, WorkerDisconnected
+from iii_trio._errors import IIIError
+from iii_trio._unwrap import leaves
 from iii_trio.protocol import (
     JSON,
     ErrorBody,
@@ -52,9 +56,21 @@ from iii_trio.protocol import (
 )
 
 from ._refs import payload_to_json
+from ._session import Session
 
-if TYPE_CHECKING:
-    from ._client import Worker
+
+class Trigger(Protocol):
+    """The worker's ``trigger`` (what :meth:`TriggerBinding.fire` calls)."""
+
+    async def __call__(
+        self,
+        function_id: str,
+        payload: Any = None,
+        *,
+        timeout: float | None = None,
+        action: Any = None,
+    ) -> Any: ...
+
 
 logger = logging.getLogger("iii_trio.worker")
 
@@ -120,14 +136,14 @@ class TriggerBinding:
         namespace: the namespace ``function_id`` lives in.
     """
 
-    def __init__(self, worker: Worker, msg: RegisterTrigger) -> None:
+    def __init__(self, trigger: Trigger, msg: RegisterTrigger) -> None:
         self.id = msg.id
         self.trigger_type = msg.trigger_type
         self.function_id = msg.function_id
         self.config = msg.config
         self.metadata = msg.metadata
         self.namespace = msg.namespace
-        self._worker = worker
+        self._trigger = trigger
         self._nursery: trio.Nursery | None = None
 
     def __repr__(self) -> str:
@@ -192,7 +208,7 @@ class TriggerBinding:
             WorkerDisconnected: our connection dropped during the call.
             InvocationError: any other error code from the engine.
         """
-        return await self._worker.trigger(self.function_id, payload, timeout=timeout, action=action)
+        return await self._trigger(self.function_id, payload, timeout=timeout, action=action)
 
 
 @final
@@ -290,10 +306,6 @@ class TriggerTypeRef:
         self._support.unregister_trigger_type(self.id)
 
 
-class _Sender(Protocol):
-    async def send(self, msg: Message) -> None: ...
-
-
 @attrs.define(eq=False)
 class _Served:
     """A delivered binding being served: its cancel scope, and an event set when its handler
@@ -309,17 +321,28 @@ class _Served:
 @final
 class WorkerTriggers:
     """A worker's trigger state: types it provides, bindings it made (both replayed on each
-    connect), bindings delivered to it on the current connection, and the ordered sender."""
+    connect) and bindings delivered to it on the current connection.
 
-    def __init__(self, worker: Worker) -> None:
-        self.worker = worker
+    Args:
+        post: posts a message on the current connection (a no-op while disconnected: the
+            next connection replays the current state).
+        trigger: the worker's ``trigger``.
+        namespace: returns the worker's namespace.
+    """
+
+    def __init__(
+        self,
+        post: Callable[[Message], None],
+        trigger: Trigger,
+        namespace: Callable[[], str | None],
+    ) -> None:
+        self._post = post
+        self._trigger = trigger
+        self._namespace = namespace
         self.types: dict[str, _TypeSpec] = {}
         self.bindings: dict[str, TriggerRef] = {}
         self.served: dict[str, _Served] = {}
-        self._session: _Sender | None = None
-        self._nursery: trio.Nursery | None = None
-        self._queue: deque[Message] = deque()
-        self._wakeup = trio.Event()
+        self._session: Session | None = None
 
     # --- public operations (via Worker) ----------------------------------------------------
 
@@ -353,13 +376,13 @@ class WorkerTriggers:
         )
         encode(message)  # not JSON: fail here, not in the sender task
         self.types[trigger_type] = _TypeSpec(message, handler)
-        self._enqueue(message)
+        self._post(message)
         return TriggerTypeRef(self, trigger_type)
 
     def unregister_trigger_type(self, trigger_type_id: str) -> None:
         if self.types.pop(trigger_type_id, None) is None:
             return
-        self._enqueue(UnregisterTriggerType(id=trigger_type_id))
+        self._post(UnregisterTriggerType(id=trigger_type_id))
         for binding_id, served in list(self.served.items()):
             if served.binding.trigger_type == trigger_type_id:
                 del self.served[binding_id]
@@ -397,68 +420,43 @@ class WorkerTriggers:
             function_id=function_id,
             config=payload_to_json(config),
             metadata=metadata,
-            namespace=namespace if namespace is not None else self.worker.namespace,
+            namespace=namespace if namespace is not None else self._namespace(),
             trigger_namespace=trigger_namespace,
         )
         encode(message)  # not JSON: fail here, not in the sender task
         ref = TriggerRef(self, message)
         self.bindings[ref.id] = ref
-        self._enqueue(message)
+        self._post(message)
         return ref
 
     def unregister_trigger(self, trigger_id: str) -> None:
         ref = self.bindings.pop(trigger_id, None)
         if ref is not None:
-            self._enqueue(UnregisterTrigger(id=trigger_id, trigger_type=ref.trigger_type))
+            self._post(UnregisterTrigger(id=trigger_id, trigger_type=ref.trigger_type))
 
-    # --- connection lifecycle (from the session's replay block) -----------------------------
+    # --- connection lifecycle ---------------------------------------------------------------
 
-    def attach(self, session: _Sender, nursery: trio.Nursery) -> list[Message]:
-        """A new connection: served bindings will live in ``nursery``. Returns the trigger
-        types to replay (before the functions)."""
-        self._session = session
-        self._nursery = nursery
-        self._queue.clear()  # the replay supersedes whatever was queued
+    def replay_types(self) -> list[Message]:
+        """The trigger types to replay on a new connection (before the functions)."""
         return [spec.message for spec in self.types.values()]
 
     def replay_bindings(self) -> list[Message]:
-        """The bindings to replay (after the functions)."""
+        """The bindings to replay on a new connection (after the functions)."""
         for ref in self.bindings.values():
             ref._reset()
         return [ref.message for ref in self.bindings.values()]
 
-    def replayed(self, session: _Sender) -> None:
-        """Replay done: from now on, send registrations in call order."""
-        if self._nursery is not None and self._session is session:
-            self._nursery.start_soon(self._pump, session)
-
-    def _enqueue(self, msg: Message) -> None:
-        if self._session is None:
-            return  # not connected: the next connection replays the current state
-        self._queue.append(msg)
-        self._wakeup.set()
-
-    async def _pump(self, session: _Sender) -> None:
-        try:
-            while True:
-                while self._queue:
-                    await session.send(self._queue.popleft())
-                self._wakeup = trio.Event()
-                await self._wakeup.wait()
-        except WorkerDisconnected:
-            pass  # replayed on the next connection
-        finally:
-            if self._session is session:
-                self._session = None
-                self._nursery = None
-                self._queue.clear()
+    def attach(self, session: Session | None) -> None:
+        """Bindings delivered from now on are served in ``session``'s nursery (``None``: the
+        connection ended)."""
+        self._session = session
 
     # --- messages from the engine ----------------------------------------------------------
 
-    async def on_message(self, msg: Message) -> bool:
+    def on_message(self, msg: Message) -> bool:
         """Handle a trigger message from the engine; ``False`` if ``msg`` is not one."""
         if isinstance(msg, RegisterTrigger):
-            await self._deliver(msg)
+            self._deliver(msg)
         elif isinstance(msg, UnregisterTrigger):
             served = self.served.pop(msg.id, None)
             if served is not None:
@@ -487,13 +485,13 @@ class WorkerTriggers:
         if ref is not None:
             ref._fail(error)
 
-    async def _deliver(self, msg: RegisterTrigger) -> None:
-        session, nursery = self._session, self._nursery
-        if session is None or nursery is None:
+    def _deliver(self, msg: RegisterTrigger) -> None:
+        session = self._session
+        if session is None:
             return  # the connection is ending; the engine re-delivers after the reconnect
         spec = self.types.get(msg.trigger_type)
         if spec is None:
-            await _report(
+            _report(
                 session,
                 msg,
                 ErrorBody(
@@ -505,11 +503,11 @@ class WorkerTriggers:
         previous = self.served.get(msg.id)
         if previous is not None:
             previous.scope.cancel()
-        served = _Served(TriggerBinding(self.worker, msg), spec.handler, previous)
+        served = _Served(TriggerBinding(self._trigger, msg), spec.handler, previous)
         self.served[msg.id] = served
-        nursery.start_soon(self._serve, served, session, msg)
+        session.nursery.start_soon(self._serve, served, session, msg)
 
-    async def _serve(self, served: _Served, session: _Sender, msg: RegisterTrigger) -> None:
+    async def _serve(self, served: _Served, session: Session, msg: RegisterTrigger) -> None:
         binding = served.binding
         registered = False
         failure: BaseException | None = None
@@ -522,7 +520,7 @@ class WorkerTriggers:
                     binding._nursery = nursery
                     await _call(served.handler.register_trigger, binding)
                     registered = True
-                    await _report(session, msg, None)
+                    _report(session, msg, None)
                     await trio.sleep_forever()
         except BaseExceptionGroup as group:
             cancelled, errors = group.split(trio.Cancelled)
@@ -555,7 +553,7 @@ class WorkerTriggers:
                 message=str(cause) or type(cause).__name__,
                 stacktrace="".join(traceback.format_exception(cause)),
             )
-            await _report(session, msg, error)
+            _report(session, msg, error)
 
 
 async def _call(
@@ -566,21 +564,19 @@ async def _call(
         await result
 
 
-async def _report(session: _Sender, msg: RegisterTrigger, error: ErrorBody | None) -> None:
-    # WorkerDisconnected: the connection ended, and the engine re-resolves the binding itself.
-    with contextlib.suppress(WorkerDisconnected):
-        await session.send(
-            TriggerRegistrationResult(
-                id=msg.id, trigger_type=msg.trigger_type, function_id=msg.function_id, error=error
-            )
+def _report(session: Session, msg: RegisterTrigger, error: ErrorBody | None) -> None:
+    # A connection that ended drops it: the engine re-resolves the binding itself.
+    session.post(
+        TriggerRegistrationResult(
+            id=msg.id, trigger_type=msg.trigger_type, function_id=msg.function_id, error=error
         )
+    )
 
 
 def _leaf(exc: BaseException) -> BaseException:
-    """The single exception inside (nested) one-member groups, else ``exc`` itself."""
-    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
-        exc = exc.exceptions[0]
-    return exc
+    """The first real failure inside ``exc`` (``exc`` itself if it is not a group)."""
+    found = leaves(exc)
+    return next((e for e in found if not isinstance(e, trio.Cancelled)), found[0])
 
 
 def _log_failure(binding: TriggerBinding, exc: BaseException, registered: bool) -> None:

@@ -134,11 +134,13 @@ async def test_open_channel_block_aborts_on_error(iii_engine, iii_worker) -> Non
     await iii_engine.wait_function("consume")
     client = await iii_worker(name="client")
     with trio.fail_after(10):
-        with pytest.RaisesGroup(ValueError, flatten_subgroups=True):
+        # The block's own exception leaves it as itself (issue 13), not in a group.
+        with pytest.raises(ValueError, match="bad input") as info:
             async with client.open_channel() as channel:
                 await client.trigger("consume", {"reader": channel.reader_ref}, action="void")
                 await channel.writer.send_all(b"half")
                 raise ValueError("bad input")
+        assert not isinstance(info.value, BaseExceptionGroup)
         await done.wait()
     assert seen == ["ValueError: bad input"]
     await _no_channels(iii_engine)

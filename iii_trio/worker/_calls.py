@@ -1,0 +1,130 @@
+"""Calls this worker waits for: the pending-call table, and what a call's arguments mean.
+
+Each ``trigger`` that wants an answer registers a :class:`PendingCall` under its invocation id
+and waits on it; the session's reader completes it (:meth:`PendingCalls.deliver`). When a
+connection ends, every call sent on it fails at once with ``WorkerDisconnected``
+(:meth:`PendingCalls.fail_session`): its answer can never arrive.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, final
+
+import attrs
+import trio
+
+from .. import _codes as codes
+from .._errors import IIIError, InvocationTimeout, WorkerDisconnected, invocation_error
+from ..protocol import JSON, Action, ActionEnqueue, ActionVoid, InvocationResult
+
+
+@attrs.define(eq=False)
+class PendingCall:
+    """One call waiting for its answer, on the connection it was sent on."""
+
+    session: object
+    event: trio.Event = attrs.field(factory=trio.Event)
+    result: JSON = None
+    error: IIIError | None = None
+
+    def outcome(self) -> JSON:
+        """The result, once the event is set.
+
+        Raises:
+            IIIError: the call failed (the most specific ``InvocationError`` subclass).
+        """
+        if self.error is not None:
+            raise self.error
+        return self.result
+
+
+@final
+class PendingCalls:
+    """The calls waiting for an answer, by invocation id."""
+
+    def __init__(self) -> None:
+        self._calls: dict[str, PendingCall] = {}
+
+    def add(self, invocation_id: str, session: object) -> PendingCall:
+        call = PendingCall(session)
+        self._calls[invocation_id] = call
+        return call
+
+    def discard(self, invocation_id: str) -> None:
+        self._calls.pop(invocation_id, None)
+
+    def deliver(self, msg: InvocationResult) -> None:
+        """An answer arrived (ignored if nobody waits for it any more)."""
+        call = self._calls.get(msg.invocation_id)
+        if call is None:
+            return  # timed out or cancelled on our side already
+        if msg.error is not None:
+            call.error = invocation_error(
+                msg.error.code,
+                msg.error.message,
+                stacktrace=msg.error.stacktrace,
+                function_id=msg.function_id,
+            )
+        else:
+            call.result = msg.result
+        call.event.set()
+
+    def fail_session(self, session: object) -> None:
+        """The connection ``session`` ended: its calls fail with ``WorkerDisconnected``."""
+        for call in self._calls.values():
+            if call.session is session and not call.event.is_set():
+                call.error = WorkerDisconnected(
+                    codes.WORKER_DISCONNECTED,
+                    "the connection to the engine was lost before the result arrived",
+                )
+                call.event.set()
+
+    def __len__(self) -> int:
+        return len(self._calls)
+
+
+def to_action(action: Action | str | Mapping[str, Any] | None) -> Action | None:
+    """The wire action for the forms ``trigger`` accepts.
+
+    Raises:
+        ValueError: an action this engine does not know.
+    """
+    if action is None or isinstance(action, ActionVoid | ActionEnqueue):
+        return action
+    if action == "void":
+        return ActionVoid()
+    if isinstance(action, Mapping):
+        if action.get("type") == "void":
+            return ActionVoid()
+        if action.get("type") == "enqueue" and isinstance(action.get("queue"), str):
+            return ActionEnqueue(queue=action["queue"])
+    if hasattr(action, "model_dump"):  # the official SDK's TriggerAction objects
+        return to_action(action.model_dump())
+    raise ValueError(f"unknown action {action!r}; use 'void' or {{'type': 'void'}}")
+
+
+class timeout_as_error:
+    """``fail_after`` that raises :class:`InvocationTimeout` instead of ``TooSlowError``."""
+
+    def __init__(self, seconds: float, function_id: str) -> None:
+        self._scope = trio.move_on_after(seconds)
+        self._seconds = seconds
+        self._function_id = function_id
+
+    @property
+    def scope(self) -> trio.CancelScope:
+        return self._scope
+
+    def __enter__(self) -> trio.CancelScope:
+        return self._scope.__enter__()
+
+    def __exit__(self, *exc_info: Any) -> bool:
+        suppressed = self._scope.__exit__(*exc_info)
+        if self._scope.cancelled_caught:
+            raise InvocationTimeout(
+                codes.INVOCATION_TIMEOUT,
+                f"no answer from '{self._function_id}' within {self._seconds}s",
+                function_id=self._function_id,
+            )
+        return bool(suppressed)

@@ -1,0 +1,144 @@
+"""Running the invocations the engine sends to this worker.
+
+Each invocation runs as a task in its session's nursery (a lost connection cancels it). The
+handler gets the payload with every channel ref replaced by a live end owned by the
+invocation: closed cleanly when the handler returns, aborted (the peer sees why) when it raises
+or is cancelled. What the handler returns, or how it failed, goes back as the
+``invocationresult``; a failure inside nested nurseries is reported by its leaf exceptions
+(``RuntimeError: disk on fire``), never by the group's own text.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import traceback
+from typing import Any, Final
+
+import attrs
+import trio
+
+from .. import _codes as codes
+from .._errors import LocalProtocolError
+from .._unwrap import describe
+from ..protocol import JSON, ErrorBody, InvocationResult, InvokeFunction, StreamChannelRef
+from ._channels import ChannelEndpoint, ChannelReader, ChannelWriter
+from ._functions import FunctionSpec
+from ._refs import contains_ref, payload_to_json, replace_refs
+from ._session import Session
+
+logger = logging.getLogger("iii_trio.worker")
+
+#: Seconds to tell a channel's peer why we stop, when cancelled.
+ABORT_GRACE: Final = 1.0
+
+ChannelEnd = ChannelReader | ChannelWriter
+
+
+async def run_invocation(
+    session: Session,
+    msg: InvokeFunction,
+    spec: FunctionSpec | None,
+    endpoint: ChannelEndpoint,
+) -> None:
+    """Run ``msg`` with ``spec``'s handler and send the answer (none for a void call)."""
+    error: ErrorBody | None = None
+    result: Any = None
+    if spec is None:
+        error = ErrorBody(
+            code=codes.FUNCTION_NOT_FOUND, message=f"Function '{msg.function_id}' not found"
+        )
+    else:
+        deadline = math.inf if msg.timeout_ms is None else msg.timeout_ms / 1000
+        with trio.move_on_after(deadline) as scope:
+            try:
+                result = await run_handler(spec, msg.data, endpoint)
+            except Exception as exc:
+                error = ErrorBody(
+                    code=codes.INVOCATION_FAILED,
+                    message=describe(exc),
+                    stacktrace="".join(traceback.format_exception(exc)),
+                )
+        if scope.cancelled_caught:
+            logger.warning("%s ran past its deadline and was cancelled", msg.function_id)
+            return  # the engine already answered the caller with invocation_timeout
+    if msg.invocation_id is None:
+        return
+    reply = InvocationResult(
+        invocation_id=msg.invocation_id,
+        function_id=msg.function_id,
+        result=None if error is not None else payload_to_json(result),
+        error=error,
+    )
+    try:
+        session.post(reply)
+    except LocalProtocolError as exc:
+        session.post(
+            attrs.evolve(
+                reply,
+                result=None,
+                error=ErrorBody(
+                    code=codes.INVOCATION_FAILED,
+                    message=f"the handler's result is not JSON: {exc}",
+                ),
+            )
+        )
+
+
+async def run_handler(spec: FunctionSpec, data: JSON, endpoint: ChannelEndpoint) -> Any:
+    """Call a handler with the channel refs in ``data`` opened as live ends that belong to
+    this invocation: closed cleanly when the handler returns, aborted if it raises or is
+    cancelled.
+
+    Raises:
+        Exception: whatever the handler raised.
+    """
+    if not contains_ref(data):
+        return await spec.call(data)
+    ends: list[ChannelEnd] = []
+    async with trio.open_nursery() as nursery:
+
+        def open_end(ref: StreamChannelRef) -> ChannelEnd:
+            end: ChannelEnd
+            if ref.direction == "read":
+                end = ChannelReader(ref, endpoint, nursery)
+            else:
+                end = ChannelWriter(ref, endpoint, nursery)
+            ends.append(end)
+            return end
+
+        live = replace_refs(data, open_end)
+        try:
+            result = await spec.call(live)
+        except BaseException as exc:
+            await abort_ends(ends, exc)
+            if isinstance(exc, Exception):
+                failure = exc
+            else:
+                raise
+        else:
+            await close_ends(ends)
+            return result
+    raise failure
+
+
+async def close_ends(ends: list[ChannelEnd]) -> None:
+    """Close channel ends cleanly (writers deliver their end of stream)."""
+    for end in ends:
+        await end.aclose()
+
+
+async def abort_ends(ends: list[ChannelEnd], exc: BaseException) -> None:
+    """Abort channel ends so their peers see an error naming ``exc``; works when cancelled."""
+    reason = "cancelled" if isinstance(exc, trio.Cancelled) else _abort_reason(exc)
+    with trio.CancelScope(shield=True), trio.move_on_after(ABORT_GRACE):
+        for end in ends:
+            await end.abort(reason[:100])
+    for end in ends:  # past the grace period: drop whatever is left
+        await trio.aclose_forcefully(end)
+
+
+def _abort_reason(exc: BaseException) -> str:
+    if isinstance(exc, BaseExceptionGroup):
+        return describe(exc)
+    return f"{type(exc).__name__}: {exc}".rstrip(": ")
