@@ -244,18 +244,21 @@ class RawPeer:
         connection's messages in order): one call the engine answers itself."""
         await self.call("engine::channels::list", {}, timeout=timeout)
 
-    async def drain(self, seconds: float) -> Counter[str]:
+    async def drain(self, seconds: float) -> tuple[Counter[str], int]:
         """Read what is waiting, for at most ``seconds`` (less if the engine closes the
-        connection or sends nothing for :data:`DRAIN_QUIET`); the kinds read."""
-        before = Counter(self.seen)
+        connection or sends no byte for :data:`DRAIN_QUIET`); the kinds of the messages read,
+        and the bytes."""
+        before, bytes_before = Counter(self.seen), self.ws.bytes_received
         with trio.move_on_after(seconds):
             while not self.closed:
-                with trio.move_on_after(DRAIN_QUIET) as quiet:
+                mark = self.ws.bytes_received
+                # A large message may arrive slowly: what counts is that bytes keep coming.
+                with trio.move_on_after(DRAIN_QUIET):
                     if not await self._read_one():
                         break
-                if quiet.cancelled_caught:
+                if self.ws.bytes_received == mark:
                     break
-        return self.seen - before
+        return self.seen - before, self.ws.bytes_received - bytes_before
 
     async def abort(self) -> None:
         """Drop the connection without a close handshake (as a killed process would)."""
@@ -350,13 +353,14 @@ class Outcome:
     """How the engine treated a misbehaving connection.
 
     ``listed``: the engine still had it in ``engine::workers::list`` when the attack ended.
-    Then it read what was waiting for it (``read``: message kinds, ``drained_s`` seconds at
-    most) and saw the engine's close code, if the engine closed the connection.
+    Then it read what was waiting for it (``read``: message kinds; ``read_mib``; for
+    ``drained_s`` seconds) and saw the engine's close code, if the engine closed it.
     """
 
     who: str
     listed: bool | None
     read: dict[str, int]
+    read_mib: float
     drained_s: float
     close_code: int | None
     close_reason: str
@@ -365,7 +369,7 @@ class Outcome:
         state = "open" if self.close_code is None else f"closed {self.close_code}"
         listing = {True: "listed", False: "unlisted", None: "?"}[self.listed]
         top = ", ".join(f"{n} {kind}" for kind, n in Counter(self.read).most_common(2))
-        return f"{state}, {listing}; read {top or 'nothing'}"
+        return f"{state}, {listing}; read {top or 'no message'} ({self.read_mib:g} MiB)"
 
 
 @attrs.define
@@ -404,11 +408,12 @@ class Env:
         """Record how the engine treated ``peer`` (see :class:`Outcome`), then drop it."""
         listed = peer.worker_id in {row["id"] for row in await self.workers()}
         t0 = trio.current_time()
-        read = await peer.drain(self.sizes.drain)
+        read, size = await peer.drain(self.sizes.drain)
         self.outcome = Outcome(
             who=who,
             listed=listed,
             read=dict(read),
+            read_mib=round(size / MiB, 1),
             drained_s=round(trio.current_time() - t0, 2),
             close_code=peer.close_code,
             close_reason=peer.close_reason,
