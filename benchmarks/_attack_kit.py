@@ -253,10 +253,10 @@ class RawPeer:
             while not self.closed:
                 mark = self.ws.bytes_received
                 # A large message may arrive slowly: what counts is that bytes keep coming.
-                with trio.move_on_after(DRAIN_QUIET):
+                with trio.move_on_after(DRAIN_QUIET) as quiet:
                     if not await self._read_one():
                         break
-                if self.ws.bytes_received == mark:
+                if quiet.cancelled_caught and self.ws.bytes_received == mark:
                     break
         return self.seen - before, self.ws.bytes_received - bytes_before
 
