@@ -14,6 +14,7 @@ import abc
 import json
 import os
 import signal
+import time
 from collections import Counter
 from typing import Any, ClassVar
 
@@ -21,6 +22,7 @@ import attrs
 import trio
 
 from ._attack_kit import Env, PeerClosed, RawPeer, Sizes, invoke, new_id, register
+from ._harness import cpu_seconds
 from ._trio_peer import PAYLOAD_TEXT
 
 
@@ -417,6 +419,7 @@ class WorkersTimesFunctions(Attack):
         peer = await env.peer()
         messages = encoded([register(f"many::f{j}") for j in range(count)])
         await env.engine.lag_ms()
+        cpu0, own_cpu0 = cpu_seconds(env.engine.pid), time.process_time()
         report: dict[str, Any] = {}
         done = trio.Event()
         async with trio.open_nursery() as nursery:
@@ -429,6 +432,8 @@ class WorkersTimesFunctions(Attack):
                 report["registered_s"] = elapsed(t0)
             except PeerClosed:
                 report["registered_s"] = None
+            report["engine_cpu_s"] = round(cpu_seconds(env.engine.pid) - cpu0, 2)
+            report["harness_cpu_s"] = round(time.process_time() - own_cpu0, 2)
             done.set()
         report.update(pipeline.report(), engine_lag_ms=round(await env.engine.lag_ms(), 1))
         report["read"] = dict(peer.seen)
