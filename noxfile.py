@@ -1,4 +1,4 @@
-"""Sessions: tests (default), lint, typecheck, bench, soak. CI runs ``nox -s tests``."""
+"""Sessions: tests (default), lint, typecheck, bench, attacks, soak. CI runs ``nox -s tests``."""
 
 from __future__ import annotations
 
@@ -53,6 +53,14 @@ def bench(session: nox.Session) -> None:
     """Benchmarks with same-run baselines (see benchmarks/README.md)."""
     session.install("-e", ".[test]")
     session.run("python", "-m", "benchmarks", *session.posargs)
+
+
+@nox.session
+def attacks(session: nox.Session) -> None:
+    """Issue 12's attacks on an engine; ``-- --engine-root DIR`` runs another checkout's
+    engine (see benchmarks/README.md)."""
+    session.install("-e", ".[test]")
+    session.run("python", "-m", "benchmarks.attacks", *session.posargs)
 
 
 @nox.session

@@ -13,7 +13,6 @@ import datetime
 import json
 import os
 import platform
-import subprocess
 import sys
 import time
 import traceback
@@ -22,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ._common import KiB, MiB
-from ._harness import ROOT, BenchError, Deadline, Row, kill_all_children, table
+from ._harness import ROOT, BenchError, Deadline, Row, git_commit, kill_all_children, table
 from ._suite import BENCHMARKS, Config
 
 RESULTS_DIR = ROOT / "benchmarks" / "results"
@@ -36,29 +35,6 @@ def _versions() -> dict[str, str | None]:
         except metadata.PackageNotFoundError:
             out[dist] = None
     return out
-
-
-def _commit() -> str | None:
-    try:
-        done = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=False,
-        )
-    except OSError:
-        return None
-    dirty = subprocess.run(
-        ["git", "status", "--porcelain", "--", "iii_trio"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=10,
-        check=False,
-    ).stdout.strip()
-    return (done.stdout.strip() + ("+dirty" if dirty else "")) or None
 
 
 def _load() -> float:
@@ -214,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
             "load_per_benchmark": load,
         },
         "versions": _versions(),
-        "commit": _commit(),
+        "commit": git_commit(),
         "quick": args.quick,
         "config": config.describe(),
         "sizes": _sizes(config),

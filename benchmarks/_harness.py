@@ -37,6 +37,8 @@ class BenchError(Exception):
 
 
 def _die_with_parent() -> None:
+    # The signal comes when the *thread* that started the child ends, not the process: start
+    # children from the main thread (not from ``trio.to_thread``, whose threads come and go).
     try:
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
         libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
@@ -175,6 +177,47 @@ def start_engine(
     engine = group.start("engine", "_engine_proc", *args, root=root)
     ready = engine.read(30)
     return engine, str(ready["url"])
+
+
+def start_engine_under_test(group: Group, iii_root: Path, settings: dict[str, Any]) -> Child:
+    """This checkout's engine process running the engine of the checkout ``iii_root`` with
+    :class:`iii_trio.EngineConfig` ``settings`` and its event-loop lag monitor. Its first line
+    says ``ready`` (``url``, ``pid``, the ``settings`` used, the ``unsupported`` names).
+
+    Start children from the main thread: they die with the thread that started them."""
+    return group.start(
+        "engine",
+        "_engine_proc",
+        "--iii-root",
+        str(iii_root),
+        "--settings",
+        json.dumps(settings),
+        "--monitor-lag",
+    )
+
+
+def git_commit(root: Path = ROOT) -> str | None:
+    """The short commit of the checkout ``root``, ``+dirty`` if its ``iii_trio`` has changes."""
+    try:
+        done = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
+    except OSError:
+        return None
+    dirty = subprocess.run(
+        ["git", "status", "--porcelain", "--", "iii_trio"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=10,
+        check=False,
+    ).stdout.strip()
+    return (done.stdout.strip() + ("+dirty" if dirty else "")) or None
 
 
 # --- /proc ---------------------------------------------------------------------------------
@@ -365,6 +408,11 @@ def table(rows: Sequence[Row]) -> str:
                 met,
             ]
         )
+    return render_table(header, lines)
+
+
+def render_table(header: list[str], lines: list[list[str]]) -> str:
+    """Columns padded to their widest cell, separated by ``|``, a rule under the header."""
     widths = [max(len(r[i]) for r in [header, *lines]) for i in range(len(header))]
 
     def render(cells: list[str]) -> str:
