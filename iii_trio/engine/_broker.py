@@ -6,12 +6,13 @@ Theory of operation
 end. Each end may attach once (``/ws/channels/{id}?key=..&dir=read|write``); the routing
 decision (404 unknown id or key, 409 already attached) is made before the upgrade.
 
-The writer's handler reads frames into the channel's buffer while the buffer holds fewer than
-``max_bytes`` bytes and ``max_items`` frames; past that it stops reading, so TCP pushes back on
-the writer and engine memory stays bounded whatever the stream's size. All channels together
-also share one :class:`BufferBudget` (``channel_memory_limit``): once it is spent, only writers
-whose buffer is empty may read, so memory stays bounded however many channels are open, and
-every stream with a reading reader still moves. The reader's handler
+The writer's handler reads frames into the channel while it holds (buffered, or being written
+to the reader) fewer than ``max_bytes`` bytes and ``max_items`` frames; past that it stops
+reading, so TCP pushes back on the writer and engine memory stays bounded whatever the
+stream's size. All channels together also share one byte budget (``channel_memory_limit``):
+once it is spent, only channels that hold nothing may read, so memory stays bounded however
+many channels are open, and every stream with a reading reader still moves (the state and the
+accounting are sans-IO, in :mod:`._channel`). The reader's handler
 sends whatever is buffered (coalesced into few socket writes) and, in a second task, watches
 the reader socket, so a reader that leaves is noticed even while the writer is idle. A reader
 in the engine's own process (``Engine.local_dialer``) with room in its socket gets each frame
@@ -33,7 +34,6 @@ or when it expires.
 from __future__ import annotations
 
 import collections
-import enum
 import hmac
 import logging
 import math
@@ -47,7 +47,6 @@ import trio
 
 from .._codes import (
     CHANNEL_ENGINE_SHUTDOWN,
-    CHANNEL_EXPIRED,
     CLEAN_EOF,
     READER_CLOSED,
     READER_LOST,
@@ -64,6 +63,7 @@ from .._ws import (
 from .._ws._frames import ABNORMAL_CLOSURE, NO_STATUS, NORMAL_CLOSURE
 from ..protocol import JSON, new_uuid
 from ._builtins import ChannelLimitExceeded
+from ._channel import BufferBudget, ChannelState, Direction
 from ._config import EngineConfig
 
 logger = logging.getLogger("iii_trio.channels")
@@ -75,114 +75,28 @@ MAX_BUFFER_FRAMES: Final = 1024
 
 
 @final
-class BufferBudget:
-    """Bytes buffered by all channels of one engine, against one limit.
-
-    A channel that must wait for room queues itself once. A release wakes queued channels in
-    order, as many as the freed room fits at their last frame's size, so a release costs
-    O(woken), never O(channels), and woken writers do not overshoot the limit by much.
-    """
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.used = 0
-        self.peak = 0
-        self._waiting: collections.deque[BrokeredChannel] = collections.deque()
-
-    def spent(self) -> bool:
-        return self.used >= self.limit
-
-    def take(self, size: int) -> None:
-        self.used += size
-        if self.used > self.peak:
-            self.peak = self.used
-
-    def release(self, size: int) -> None:
-        self.used -= size
-        waiting = self._waiting
-        room = self.limit - self.used
-        while waiting and room > 0:
-            channel = waiting.popleft()
-            channel.budget_queued = False
-            room -= max(channel.last_frame_size, 1)
-            channel.notify()
-
-    def wait_for_room(self, channel: BrokeredChannel) -> None:
-        """Queue ``channel`` to be notified when room frees up (at most once)."""
-        if not channel.budget_queued:
-            channel.budget_queued = True
-            self._waiting.append(channel)
-
-
-class _Phase(enum.Enum):
-    WAITING = "waiting"  # an end has not attached yet
-    STREAMING = "streaming"
-    DRAINING = "draining"  # the writer is done; buffered frames still going out
-    DONE = "done"
-
-
-@final
 @attrs.define(eq=False, kw_only=True)
-class BrokeredChannel:
-    channel_id: str
-    writer_key: str
-    reader_key: str
-    owner: str
-    created: float
-    expires_at: float
-    max_items: int
-    max_bytes: int
-    budget: BufferBudget
-    buffer: collections.deque[str | bytes] = attrs.field(factory=collections.deque)
-    buffered_bytes: int = 0
-    writer_attached: bool = False
-    reader_attached: bool = False
-    writer_running: bool = False
-    reader_running: bool = False
-    #: How the writer ended: ``(1000, "")`` for a clean EOF, else the abort code and reason.
-    writer_end: tuple[int, str] | None = None
-    #: Why the reader side ended early (or expired); ``None`` while it may still read.
-    reader_end: tuple[int, str] | None = None
-    delivered: bool = False  # the reader got the final close (end of stream)
-    expired: bool = False
-    removed: bool = False
-    bytes_in: int = 0
-    bytes_out: int = 0
-    frames_in: int = 0
+class BrokeredChannel(ChannelState):
+    """A channel's state plus what its two handlers share: the tasks waiting for a change,
+    the writer's cancel scope and the reader's socket."""
+
+    #: The writer handler's scope (``stop_writer`` cancels it when the reader goes away).
     writer_scope: trio.CancelScope | None = None
     #: The reader's socket while its pump runs, and whether the pump holds a batch.
     reader_socket: MessageSocket | None = None
     pumping: bool = False
-    budget_queued: bool = False
-    last_frame_size: int = 0
     _waiters: trio.lowlevel.ParkingLot = attrs.field(factory=trio.lowlevel.ParkingLot)
 
-    def notify(self) -> None:
-        """Wake the tasks waiting for a change (cheap when nobody waits: once per frame)."""
+    def __attrs_post_init__(self) -> None:
+        self.wake = self._wake_waiters
+
+    def _wake_waiters(self) -> None:
+        # Cheap when nobody waits: this runs once per frame.
         if self._waiters:
             self._waiters.unpark_all()
 
     async def wait_changed(self) -> None:
         await self._waiters.park()
-
-    def full(self) -> bool:
-        """No room for another frame: this channel's own limits, or the shared budget."""
-        if self.buffered_bytes >= self.max_bytes or len(self.buffer) >= self.max_items:
-            return True
-        if self.buffer and self.budget.spent():
-            self.budget.wait_for_room(self)
-            return True
-        return False
-
-    def add(self, message: str | bytes) -> None:
-        size = len(message)
-        self.buffer.append(message)
-        self.buffered_bytes += size
-        self.budget.take(size)
-        self.bytes_in += size
-        self.frames_in += 1
-        self.last_frame_size = size
-        self.notify()
 
     def hand_over(self, message: str | bytes) -> bool:
         """Give ``message`` straight to an in-process reader, if nothing is ahead of it (no
@@ -193,47 +107,14 @@ class BrokeredChannel:
             return False
         if not reader.send_many_nowait((message,)):
             return False
-        size = len(message)
-        self.bytes_in += size
-        self.bytes_out += size
-        self.frames_in += 1
+        self.passed_through(len(message), trio.current_time())
         return True
-
-    def take_all(self) -> tuple[list[str | bytes], int]:
-        """Everything buffered and its size. The bytes stay counted against the engine's
-        budget until the caller has sent them and calls ``budget.release(size)``."""
-        batch = list(self.buffer)
-        size = self.buffered_bytes
-        self.buffer.clear()
-        self.buffered_bytes = 0
-        self.notify()
-        return batch, size
-
-    def clear(self) -> None:
-        """Drop the buffer (taken, or nobody will read it) and give its bytes back."""
-        self.buffer.clear()
-        released, self.buffered_bytes = self.buffered_bytes, 0
-        self.budget.release(released)
-        self.notify()
-
-    @property
-    def phase(self) -> _Phase:
-        if self.removed:
-            return _Phase.DONE
-        if not (self.writer_attached and self.reader_attached):
-            return _Phase.WAITING
-        if self.writer_end is not None:
-            return _Phase.DRAINING
-        return _Phase.STREAMING
 
     def stop_writer(self, code: int, reason: str) -> None:
         """The reader is gone (or the channel expired): make the writer's handler close it."""
-        if self.reader_end is None:
-            self.reader_end = (code, reason)
-        self.clear()
+        super().stop_writer(code, reason)
         if self.writer_scope is not None:
             self.writer_scope.cancel()
-        self.notify()
 
 
 async def _goodbye(ws: MessageSocket) -> None:
@@ -310,7 +191,7 @@ class ChannelBroker:
             # Finished channels stay in the expiry queue until the TTL sweep reaches them;
             # drop them now and then so the queue stays proportional to the live channels.
             self._expiry_order = order = collections.deque(
-                c for c in order if not c.removed and not (c.writer_attached and c.reader_attached)
+                c for c in order if not c.removed and not c.both_attached
             )
         order.append(channel)
         self._created.set()
@@ -343,23 +224,16 @@ class ChannelBroker:
                 "refused %s end of channel %s from %s: not found", direction, channel_id, peer
             )
             return Reject(404, "Channel not found\n")
-        attached = channel.writer_attached if writing else channel.reader_attached
-        if attached:
+        end: Direction = "write" if writing else "read"
+        if channel.attached(end) or channel.expired:
             logger.info("refused second %s end of channel %s from %s", direction, channel_id, peer)
             return Reject(
                 409,
                 f"the {direction} end of channel {channel_id} is already attached; "
                 "each end can be attached once\n",
             )
-        if writing:
-            channel.writer_attached = True
-            channel.writer_running = True
-            handler = partial(self._serve_writer, channel)
-        else:
-            channel.reader_attached = True
-            channel.reader_running = True
-            handler = partial(self._serve_reader, channel)
-        channel.notify()
+        channel.attach(end)
+        handler = partial(self._serve_writer if writing else self._serve_reader, channel)
         return Accept(handler, max_message_size=self._config.max_channel_frame)
 
     # --- the two ends ----------------------------------------------------------------------
@@ -386,7 +260,7 @@ class ChannelBroker:
                                 await channel.wait_changed()
                         message = await ws.receive()
                         if not channel.hand_over(message):
-                            channel.add(message)
+                            channel.add(message, trio.current_time())
                 except ConnectionClosed as exc:
                     channel.writer_end = _writer_end(exc)
                     return
@@ -403,8 +277,7 @@ class ChannelBroker:
             if channel.writer_end is None:
                 channel.writer_end = (CHANNEL_ENGINE_SHUTDOWN, "engine shutting down")
                 await _goodbye(ws)
-            channel.writer_running = False
-            channel.notify()
+            channel.finish("write")
             self._maybe_remove(channel)
 
     async def _serve_reader(self, channel: BrokeredChannel, ws: MessageSocket) -> None:
@@ -419,7 +292,7 @@ class ChannelBroker:
             if not channel.delivered and channel.reader_end is None:
                 channel.stop_writer(CHANNEL_ENGINE_SHUTDOWN, "engine shutting down")
                 await _goodbye(ws)
-            channel.reader_running = False
+            channel.finish("read")
             self._maybe_remove(channel)
 
     async def _pump_to_reader(self, channel: BrokeredChannel, ws: MessageSocket) -> bool:
@@ -430,14 +303,15 @@ class ChannelBroker:
                 if channel.buffer:
                     batch, size = channel.take_all()
                     channel.pumping = True
+                    written = False
                     try:
                         await ws.send_many(batch)
+                        written = True
                     finally:
-                        # Counted until written: a slow reader's batch is engine memory too.
+                        # Held until written: a slow reader's batch is engine memory too.
                         del batch
-                        channel.budget.release(size)
+                        channel.written(size, trio.current_time(), delivered=written)
                         channel.pumping = False
-                    channel.bytes_out += size
                 elif channel.writer_end is not None:
                     code, reason = channel.writer_end
                     channel.delivered = True
@@ -468,10 +342,7 @@ class ChannelBroker:
     # --- lifetime ------------------------------------------------------------------------
 
     def _maybe_remove(self, channel: BrokeredChannel) -> None:
-        if channel.removed:
-            return
-        both_attached = channel.writer_attached and channel.reader_attached
-        if both_attached and not channel.writer_running and not channel.reader_running:
+        if not channel.removed and channel.finished:
             self._remove(channel)
 
     def _remove(self, channel: BrokeredChannel) -> None:
@@ -499,21 +370,16 @@ class ChannelBroker:
         )
 
     def _expire(self, channel: BrokeredChannel) -> None:
-        channel.expired = True
-        if channel.writer_attached and not channel.reader_attached:
-            channel.stop_writer(CHANNEL_EXPIRED, "channel expired: the reader never attached")
-        elif channel.reader_attached and not channel.writer_attached:
-            channel.writer_end = (CHANNEL_EXPIRED, "channel expired: the writer never attached")
-            channel.notify()
+        channel.expire()
+        if channel.writer_scope is not None:
+            channel.writer_scope.cancel()  # it closes its socket with the reader_end (4004)
         self._remove(channel)
 
     async def run(self) -> None:
         """Expire channels whose ends did not all attach within the TTL. Runs until cancelled."""
         while True:
             order = self._expiry_order
-            while order and (
-                order[0].removed or (order[0].writer_attached and order[0].reader_attached)
-            ):
+            while order and (order[0].removed or order[0].both_attached):
                 order.popleft()
             if not order:
                 self._created = trio.Event()
@@ -523,30 +389,13 @@ class ChannelBroker:
             await trio.sleep_until(channel.expires_at)
             if self._expiry_order and self._expiry_order[0] is channel:
                 self._expiry_order.popleft()
-            if not channel.removed and not (channel.writer_attached and channel.reader_attached):
+            if not channel.removed and not channel.both_attached:
                 logger.info("channel %s expired", channel.channel_id)
                 self._expire(channel)
 
     def describe(self) -> list[JSON]:
         now = self._now()
-        return [
-            {
-                "channel_id": c.channel_id,
-                "state": c.phase.value,
-                "owner": c.owner,
-                "writer_attached": c.writer_attached,
-                "reader_attached": c.reader_attached,
-                "bytes_in": c.bytes_in,
-                "bytes_out": c.bytes_out,
-                "frames_in": c.frames_in,
-                "buffered_bytes": c.buffered_bytes,
-                "age_s": round(now - c.created, 3),
-                "expires_in_s": None
-                if c.writer_attached and c.reader_attached
-                else round(max(c.expires_at - now, 0.0), 3),
-            }
-            for c in self.channels.values()
-        ]
+        return [c.describe(now) for c in self.channels.values()]
 
     def next_expiry(self) -> float:
         return self._expiry_order[0].expires_at if self._expiry_order else math.inf

@@ -31,6 +31,8 @@ logger = logging.getLogger("iii_trio.engine")
 
 #: Messages routed from one worker before its reader lets other tasks run.
 _YIELD_EVERY: Final = 8
+#: Bytes queued for others (answers, forwarded calls) before its reader lets others run.
+_YIELD_BYTES: Final = 1024 * 1024
 _TELEMETRY_PREFIXES: Final = (b"OTLP", b"MTRC", b"LOGS")
 #: Seconds a stopping engine spends delivering what is queued and closing one connection.
 GOODBYE_TIMEOUT: Final = 2.0
@@ -50,7 +52,7 @@ TRANSITIONS: Final[dict[ConnectionState, frozenset[ConnectionState]]] = {
     ConnectionState.CLOSED: frozenset(),
 }
 
-OnMessage = Callable[[str, Message, bool], None]
+OnMessage = Callable[[str, Message, bool], int]
 OnBadMessage = Callable[[str, "str | bytes", RemoteProtocolError], None]
 
 
@@ -63,7 +65,7 @@ class WorkerConnection:
         ws: its socket.
         outbox: where everything sent to it is queued (written by this connection's task).
         on_message: ``on_message(worker_id, msg, burst)`` for each decoded message (``burst``:
-            more input is already buffered); must not block.
+            more input is already buffered); returns the bytes it queued; must not block.
         on_bad_message: ``on_bad_message(worker_id, raw, error)`` for a frame that did not
             decode; must not block.
         ping_interval: seconds between keepalive pings (``None``: no keepalive).
@@ -172,14 +174,15 @@ class WorkerConnection:
         on_message = self._on_message
         worker_id = self.worker_id
         unyielded = 0
+        queued = 0
         while True:
             unyielded += 1
-            if unyielded > _YIELD_EVERY:
+            if unyielded > _YIELD_EVERY or queued > _YIELD_BYTES:
                 # Routing never yields, and a socket read can hold many messages. Yield now
-                # and then, so that writers send what is routed so far and the next process
-                # can start on it while we go on: the processes of a call work in parallel
-                # instead of passing one big batch around.
-                unyielded = 0
+                # and then (and after heavy work, such as large built-in answers), so that
+                # writers send what is routed so far, other connections are served, and the
+                # next process can start on it while we go on.
+                unyielded = queued = 0
                 await trio.lowlevel.checkpoint()
             raw = await ws.receive()
             if isinstance(raw, bytes) and raw[:4] in _TELEMETRY_PREFIXES:
@@ -189,7 +192,7 @@ class WorkerConnection:
             except RemoteProtocolError as exc:
                 self._on_bad_message(worker_id, raw, exc)
                 continue
-            on_message(worker_id, msg, ws.receive_buffered)
+            queued += on_message(worker_id, msg, ws.receive_buffered)
 
     async def _keepalive(self, ws: WebSocket, interval: float) -> None:
         """Ping every ``interval`` seconds; drop the worker when a pong takes longer than

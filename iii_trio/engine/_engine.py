@@ -308,16 +308,17 @@ class Engine:
             self._deliver(self._router.disconnect(worker_id))
             logger.info("worker %s (%s) disconnected: %s", worker_id, record.name, reason)
 
-    def _on_message(self, worker_id: str, msg: Message, burst: bool) -> None:
-        self._deliver(self._router.receive(worker_id, msg), burst)
+    def _on_message(self, worker_id: str, msg: Message, burst: bool) -> int:
+        return self._deliver(self._router.receive(worker_id, msg), burst)
 
     def _on_bad_message(self, worker_id: str, raw: str | bytes, exc: RemoteProtocolError) -> None:
         self._deliver(self._router.bad_message(worker_id, raw, exc))
 
-    def _deliver(self, out: list[Outgoing], burst: bool = False) -> None:
+    def _deliver(self, out: list[Outgoing], burst: bool = False) -> int:
         """Hand each message to its connection's outbox, never waiting (see the module
-        docstring for what a full outbox means)."""
+        docstring for what a full outbox means). Returns the characters encoded."""
         connections = self._connections
+        encoded = 0
         for target, item in out:
             conn = connections.get(target)
             if conn is None:
@@ -330,6 +331,7 @@ class Engine:
             except LocalProtocolError:
                 logger.exception("could not encode a %s for %s", type(item).__name__, target)
                 continue
+            encoded += len(text)
             if isinstance(item, InvokeFunction) and item.invocation_id is not None:
                 if not conn.outbox.offer(text, burst=burst):
                     self._calls_refused += 1
@@ -343,6 +345,7 @@ class Engine:
                     f"{self.config.outbox_max_messages})"
                 ):
                     self._slow_consumers += 1
+        return encoded
 
     # --- invocation deadlines ----------------------------------------------------------------
 
