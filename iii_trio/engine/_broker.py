@@ -179,6 +179,7 @@ class ChannelBroker:
             reader_key=secrets.token_urlsafe(24),
             owner=owner,
             created=now,
+            last_progress=now,
             expires_at=now + self._config.channel_ttl,
             max_items=min(max(frames, 1), MAX_BUFFER_FRAMES),
             max_bytes=self._config.channel_buffer_bytes,
@@ -392,6 +393,10 @@ class ChannelBroker:
             if not channel.removed and not channel.both_attached:
                 logger.info("channel %s expired", channel.channel_id)
                 self._expire(channel)
+
+    def progress_of(self, channel_id: str) -> BrokeredChannel | None:
+        """The live channel ``channel_id``, whose ``last_progress`` a call's deadline follows."""
+        return self.channels.get(channel_id)
 
     def describe(self) -> list[JSON]:
         now = self._now()

@@ -21,7 +21,7 @@ from .._codes import (
     TRIGGER_REGISTRATION_FAILED,
 )
 from ..protocol import JSON, Message, new_uuid
-from ._invocations import InvocationTable
+from ._invocations import InvocationTable, Progress
 from ._registry import DEFAULT_NAMESPACE, RESERVED_PREFIX, FunctionRegistry
 from ._triggers import Binding, BindingRefused, TriggerTable, config_summary, matches
 from ._workers import WorkerRecord
@@ -41,6 +41,10 @@ class ChannelService(Protocol):
         ...
 
     def describe(self) -> list[JSON]: ...
+
+    def progress_of(self, channel_id: str) -> Progress | None:
+        """The live channel ``channel_id`` (its ``last_progress``), if there is one."""
+        ...
 
 
 class EngineState(Protocol):

@@ -2,17 +2,28 @@
 
 The executor sees ``target_id``; the caller knows the call by ``caller_id``. They are the same
 UUID unless the caller's id was already taken, so two callers can never collide.
+
+Deadlines sit in a heap, lazily: an invocation that finished or was postponed leaves its old
+entry behind, which is skipped when it comes up (and the heap is rebuilt when such entries
+outnumber the live ones).
 """
 
 from __future__ import annotations
 
 import heapq
 import itertools
-from typing import final
+from typing import Protocol, final
 
 import attrs
 
 from ..protocol import new_uuid
+
+
+class Progress(Protocol):
+    """Something that moves bytes for a call (a channel): when it last did."""
+
+    @property
+    def last_progress(self) -> float: ...
 
 
 @attrs.define(eq=False, kw_only=True)
@@ -25,6 +36,10 @@ class Invocation:
     executor: str  # worker id
     deadline: float
     started: float
+    #: Seconds the call may go without progress (its deadline rule).
+    timeout: float = 0.0
+    #: The channels its payload named: the deadline follows their progress.
+    channels: tuple[Progress, ...] = ()
 
 
 @final
@@ -55,6 +70,16 @@ class InvocationTable:
             heapq.heapify(heap)
         heapq.heappush(heap, (inv.deadline, next(self._seq), inv.target_id))
 
+    def postpone(self, inv: Invocation, deadline: float) -> None:
+        """Move a live invocation's deadline later."""
+        inv.deadline = deadline
+        heapq.heappush(self._deadlines, (deadline, next(self._seq), inv.target_id))
+
+    def drop(self, inv: Invocation) -> None:
+        """Remove a live invocation (it expired)."""
+        if self._by_id.get(inv.target_id) is inv:
+            self._drop(inv)
+
     def _drop(self, inv: Invocation) -> None:
         del self._by_id[inv.target_id]
         left = self._calls[inv.caller] - 1
@@ -84,16 +109,17 @@ class InvocationTable:
             self._drop(inv)
         return gone
 
-    def pop_expired(self, now: float) -> list[Invocation]:
-        expired = []
+    def due(self, now: float) -> list[Invocation]:
+        """The live invocations whose deadline is at or before ``now`` (still in the table:
+        the caller drops or postpones each)."""
+        due = []
         heap = self._deadlines
         while heap and heap[0][0] <= now:
             deadline, _, target_id = heapq.heappop(heap)
             inv = self._by_id.get(target_id)
             if inv is not None and inv.deadline == deadline:
-                self._drop(inv)
-                expired.append(inv)
-        return expired
+                due.append(inv)
+        return due
 
     def next_deadline(self) -> float | None:
         heap = self._deadlines

@@ -56,13 +56,14 @@ from ..protocol import (
     UnregisterTrigger,
     UnregisterTriggerType,
     WorkerRegistered,
+    channel_ids,
     is_ignored_tag,
     loads,
     new_uuid,
 )
 from ._builtins import BUILTINS, BuiltinCall, BuiltinError, ChannelService
 from ._config import EngineConfig
-from ._invocations import Invocation, InvocationTable
+from ._invocations import Invocation, InvocationTable, Progress
 from ._registry import (
     DEFAULT_NAMESPACE,
     RESERVED_PREFIX,
@@ -376,6 +377,8 @@ class Router:
             executor=entry.worker_id,
             deadline=now + timeout,
             started=now,
+            timeout=timeout,
+            channels=self._channels_of(msg.data),
         )
         invocations.add(inv)
         self._on_deadline(inv.deadline)
@@ -392,6 +395,15 @@ class Router:
             timeout_ms=int(timeout * 1000),
         )
         return [(entry.worker_id, forward)]
+
+    def _channels_of(self, data: JSON) -> tuple[Progress, ...]:
+        """The live channels a payload names (the call's deadline follows their progress)."""
+        found = []
+        for channel_id in channel_ids(data):
+            channel = self._channels.progress_of(channel_id)
+            if channel is not None:
+                found.append(channel)
+        return tuple(found)
 
     def _call_builtin(
         self,
@@ -451,18 +463,32 @@ class Router:
         return self._tell_caller(inv, codes.WORKER_OVERLOADED, reason)
 
     def expire(self) -> list[Outgoing]:
-        """Fail the invocations whose deadline has passed with ``invocation_timeout``."""
-        expired = self._invocations.pop_expired(self._clock())
+        """Fail the invocations whose deadline passed with ``invocation_timeout``.
+
+        The deadline rule: a call may go ``timeout`` seconds without progress. A call whose
+        payload named channels makes progress whenever any of them moves a byte, so its
+        deadline moves to ``timeout`` after that channel's last frame and a long transfer is
+        never cut while it flows; a call without channels must answer within ``timeout``.
+        """
+        now = self._clock()
+        table = self._invocations
         out: list[Outgoing] = []
-        for inv in expired:
-            seconds = round(inv.deadline - inv.started, 3)
-            out.extend(
-                self._tell_caller(
-                    inv,
-                    codes.INVOCATION_TIMEOUT,
-                    f"function '{inv.function_id}' did not answer within {seconds}s",
+        expired = False
+        for inv in table.due(now):
+            if inv.channels:
+                last = max(channel.last_progress for channel in inv.channels)
+                if last + inv.timeout > now:
+                    table.postpone(inv, last + inv.timeout)
+                    continue
+                message = (
+                    f"function '{inv.function_id}' stalled: none of its channels moved a byte "
+                    f"for {inv.timeout:g}s"
                 )
-            )
+            else:
+                message = f"function '{inv.function_id}' did not answer within {inv.timeout:g}s"
+            table.drop(inv)
+            expired = True
+            out.extend(self._tell_caller(inv, codes.INVOCATION_TIMEOUT, message))
         if expired:
             self._on_change()
         return out

@@ -10,6 +10,7 @@ from .._codes import READER_LOST as READER_LOST
 from .._codes import WRITER_ABORTED as WRITER_ABORTED
 from .._codes import WRITER_LOST as WRITER_LOST
 from ._codec import UNKNOWN_TYPE as UNKNOWN_TYPE
+from ._codec import channel_ids as channel_ids
 from ._codec import decode as decode
 from ._codec import dumps as dumps
 from ._codec import encode as encode

@@ -412,6 +412,39 @@ def is_channel_ref(obj: object) -> bool:
     )
 
 
+#: At most this many channel ids are collected from one payload.
+MAX_CHANNEL_REFS: Final = 64
+
+
+def channel_ids(value: JSON) -> list[str]:
+    """The ``channel_id`` of every channel ref in a payload (each once, at most
+    :data:`MAX_CHANNEL_REFS`). Iterative, so a deeply nested payload costs no recursion; it
+    runs for every call the engine routes, so containers are only pushed, never copied."""
+    found: list[str] = []
+    stack: list[JSON] = [value]
+    pop, push = stack.pop, stack.append
+    while stack:
+        item = pop()
+        if type(item) is dict:
+            if "channel_id" in item and is_channel_ref(item):
+                channel_id = item["channel_id"]
+                if channel_id not in found:
+                    found.append(channel_id)  # type: ignore[arg-type]
+                    if len(found) >= MAX_CHANNEL_REFS:
+                        break
+                continue
+            children = item.values()
+        elif type(item) is list:
+            children = item  # type: ignore[assignment]
+        else:
+            continue
+        for child in children:
+            kind = type(child)
+            if kind is dict or kind is list:
+                push(child)
+    return found
+
+
 _CLASSES: Final[dict[str, type[Message]]] = {tag: cls for cls, tag in WIRE_NAMES.items()}  # type: ignore[misc]
 
 
@@ -452,6 +485,7 @@ def _describe(exc: BaseException) -> str:
 __all__ = [
     "INVALID_MESSAGE",
     "UNKNOWN_TYPE",
+    "channel_ids",
     "decode",
     "dumps",
     "encode",

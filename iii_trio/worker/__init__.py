@@ -11,6 +11,7 @@ from ._channel_errors import ChannelRefused as ChannelRefused
 from ._channels import Channel as Channel
 from ._channels import ChannelReader as ChannelReader
 from ._channels import ChannelWriter as ChannelWriter
+from ._connect_worker import connect_worker as connect_worker
 from ._files import receive_file as receive_file
 from ._files import send_file as send_file
 from ._triggers import TriggerBinding as TriggerBinding
@@ -21,4 +22,3 @@ from ._triggers import TriggerTypeRef as TriggerTypeRef
 from ._worker import DEFAULT_URL as DEFAULT_URL
 from ._worker import FunctionRef as FunctionRef
 from ._worker import Worker as Worker
-from ._worker import connect_worker as connect_worker

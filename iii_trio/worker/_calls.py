@@ -1,15 +1,21 @@
-"""Calls this worker waits for: the pending-call table, and what a call's arguments mean.
+"""Calls this worker waits for: the pending-call table, what a call's arguments mean, and
+the deadline rule.
 
 Each ``trigger`` that wants an answer registers a :class:`PendingCall` under its invocation id
 and waits on it; the session's reader completes it (:meth:`PendingCalls.deliver`). When a
 connection ends, every call sent on it fails at once with ``WorkerDisconnected``
 (:meth:`PendingCalls.fail_session`): its answer can never arrive.
+
+The deadline rule (the engine's too, see ``iii_trio.engine._router``): a call may go
+``timeout`` seconds without progress. A call that streams through channels makes progress
+whenever one of them moves data, so it is never cut off while its bytes flow
+(:func:`follow_progress`); a call without channels must answer within ``timeout``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any, final
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol, final
 
 import attrs
 import trio
@@ -128,3 +134,35 @@ class timeout_as_error:
                 function_id=self._function_id,
             )
         return bool(suppressed)
+
+
+class Progress(Protocol):
+    """A channel end: when it last moved data."""
+
+    @property
+    def last_progress(self) -> float: ...
+
+
+async def follow_progress(
+    scope: trio.CancelScope, timeout: float, ends: Sequence[Progress], *, since: float
+) -> None:
+    """Cancel ``scope`` once ``timeout`` seconds pass with no progress on any of ``ends``
+    (counting from ``since`` and from each end's last progress). Returns after cancelling;
+    run it in a task that ``scope`` covers, or cancel it when the work is done."""
+    deadline = since + timeout
+    while True:
+        await trio.sleep_until(deadline)
+        last = max([since, *(end.last_progress for end in ends)])
+        if last + timeout <= trio.current_time():
+            scope.cancel()
+            return
+        deadline = last + timeout
+
+
+def stalled(function_id: str, timeout: float) -> InvocationTimeout:
+    """The error for a streaming call whose channels stopped moving."""
+    return InvocationTimeout(
+        codes.INVOCATION_TIMEOUT,
+        f"'{function_id}' stalled: its channels moved no data for {timeout:g}s",
+        function_id=function_id,
+    )

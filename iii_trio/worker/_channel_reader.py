@@ -67,6 +67,9 @@ class ChannelReader(trio.abc.ReceiveStream):
         self._pump_scope: trio.CancelScope | None = None
         self._pump_done = trio.Event()
         self.bytes_received = 0
+        #: Clock time this end last received something (or was made): a call's deadline
+        #: follows it.
+        self.last_progress = trio.current_time()
 
     # --- the pump ------------------------------------------------------------------------
 
@@ -164,6 +167,7 @@ class ChannelReader(trio.abc.ReceiveStream):
             raise
         except trio.ClosedResourceError:
             raise trio.ClosedResourceError("this channel reader was closed") from None
+        self.last_progress = trio.current_time()
         if isinstance(item, bytes):
             self.bytes_received += len(item)
         return item
@@ -194,6 +198,7 @@ class ChannelReader(trio.abc.ReceiveStream):
             if self._error is not None and not self._closed:
                 raise self._error from None
             raise trio.ClosedResourceError("this channel reader was closed") from None
+        self.last_progress = trio.current_time()
         if isinstance(item, bytes):
             self.bytes_received += len(item)
         return item

@@ -58,6 +58,9 @@ class ChannelWriter(trio.abc.SendStream):
         self._changed = trio.Event()
         self._sending = False
         self.bytes_sent = 0
+        #: Clock time this end last sent something (or was made): a call's deadline
+        #: follows it.
+        self.last_progress = trio.current_time()
 
     async def _socket(self) -> MessageSocket:
         if self._ws is not None:  # fast path: every send_all after the first
@@ -157,6 +160,7 @@ class ChannelWriter(trio.abc.SendStream):
             try:
                 for batch in batches:
                     await ws.send_many(batch)
+                    self.last_progress = trio.current_time()
             except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
                 raise self._failed(exc) from exc
             finally:
@@ -211,6 +215,7 @@ class ChannelWriter(trio.abc.SendStream):
             await ws.send(text)
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             raise self._failed(exc) from exc
+        self.last_progress = trio.current_time()
 
     async def aclose(self) -> None:
         """End the stream cleanly: the reader gets every byte, then ``b""``.

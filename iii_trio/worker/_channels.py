@@ -35,9 +35,21 @@ from ._channel_writer import ChannelWriter as ChannelWriter
 
 @attrs.frozen
 class Channel:
-    """A channel made by this worker: local ends plus the refs to hand to others."""
+    """A channel made by this worker: local ends plus the refs to hand to others.
+
+    Attributes:
+        writer: the local write end.
+        reader: the local read end.
+        writer_ref: the serializable ref of the write end, to put in a payload.
+        reader_ref: the serializable ref of the read end, to put in a payload.
+    """
 
     writer: ChannelWriter
     reader: ChannelReader
     writer_ref: StreamChannelRef
     reader_ref: StreamChannelRef
+
+    @property
+    def last_progress(self) -> float:
+        """Clock time either local end last moved data (a call's deadline follows it)."""
+        return max(self.writer.last_progress, self.reader.last_progress)

@@ -3,7 +3,9 @@
 Each invocation runs as a task in its session's nursery (a lost connection cancels it). The
 handler gets the payload with every channel ref replaced by a live end owned by the
 invocation: closed cleanly when the handler returns, aborted (the peer sees why) when it raises
-or is cancelled. What the handler returns, or how it failed, goes back as the
+or is cancelled. The handler is cancelled at the call's deadline (``timeout_ms``), by the rule
+the engine applies: a handler with channel ends is cut only once they moved no data for that
+long (see :mod:`._calls`). What the handler returns, or how it failed, goes back as the
 ``invocationresult``; a failure inside nested nurseries is reported by its leaf exceptions
 (``RuntimeError: disk on fire``), never by the group's own text.
 """
@@ -22,6 +24,7 @@ from .. import _codes as codes
 from .._errors import LocalProtocolError
 from .._unwrap import describe
 from ..protocol import JSON, ErrorBody, InvocationResult, InvokeFunction, StreamChannelRef
+from ._calls import follow_progress
 from ._channels import ChannelEndpoint, ChannelReader, ChannelWriter
 from ._functions import FunctionSpec
 from ._refs import contains_ref, payload_to_json, replace_refs
@@ -49,10 +52,10 @@ async def run_invocation(
             code=codes.FUNCTION_NOT_FOUND, message=f"Function '{msg.function_id}' not found"
         )
     else:
-        deadline = math.inf if msg.timeout_ms is None else msg.timeout_ms / 1000
-        with trio.move_on_after(deadline) as scope:
+        timeout = math.inf if msg.timeout_ms is None else msg.timeout_ms / 1000
+        with trio.CancelScope() as scope:
             try:
-                result = await run_handler(spec, msg.data, endpoint)
+                result = await run_handler(spec, msg.data, endpoint, scope=scope, timeout=timeout)
             except Exception as exc:
                 error = ErrorBody(
                     code=codes.INVOCATION_FAILED,
@@ -85,15 +88,25 @@ async def run_invocation(
         )
 
 
-async def run_handler(spec: FunctionSpec, data: JSON, endpoint: ChannelEndpoint) -> Any:
+async def run_handler(
+    spec: FunctionSpec,
+    data: JSON,
+    endpoint: ChannelEndpoint,
+    *,
+    scope: trio.CancelScope,
+    timeout: float = math.inf,
+) -> Any:
     """Call a handler with the channel refs in ``data`` opened as live ends that belong to
     this invocation: closed cleanly when the handler returns, aborted if it raises or is
-    cancelled.
+    cancelled. ``scope`` is cancelled at the deadline: ``timeout`` seconds from now, or, with
+    channel ends, once they moved no data for that long.
 
     Raises:
         Exception: whatever the handler raised.
     """
+    now = trio.current_time()
     if not contains_ref(data):
+        scope.deadline = now + timeout
         return await spec.call(data)
     ends: list[ChannelEnd] = []
     async with trio.open_nursery() as nursery:
@@ -108,18 +121,34 @@ async def run_handler(spec: FunctionSpec, data: JSON, endpoint: ChannelEndpoint)
             return end
 
         live = replace_refs(data, open_end)
+        watch = trio.CancelScope()
+        if math.isfinite(timeout):
+            nursery.start_soon(_watch_progress, watch, scope, timeout, ends, now)
         try:
             result = await spec.call(live)
         except BaseException as exc:
+            watch.cancel()
             await abort_ends(ends, exc)
             if isinstance(exc, Exception):
                 failure = exc
             else:
                 raise
         else:
+            watch.cancel()
             await close_ends(ends)
             return result
     raise failure
+
+
+async def _watch_progress(
+    watch: trio.CancelScope,
+    scope: trio.CancelScope,
+    timeout: float,
+    ends: list[ChannelEnd],
+    since: float,
+) -> None:
+    with watch:
+        await follow_progress(scope, timeout, ends, since=since)
 
 
 async def close_ends(ends: list[ChannelEnd]) -> None:

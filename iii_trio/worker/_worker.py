@@ -16,8 +16,8 @@ import math
 import os
 import platform
 import socket
-from collections.abc import AsyncIterator, Callable, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Mapping
+from functools import partial
 from typing import Any, Final, TypeVar, final
 
 import attrs
@@ -26,8 +26,6 @@ import trio
 from .. import _codes as codes
 from .._errors import (
     ConnectError,
-    IIIError,
-    InvocationError,
     RegistrationRejected,
     WorkerDisconnected,
 )
@@ -45,17 +43,17 @@ from ..protocol import (
     Message,
     Ping,
     Pong,
-    StreamChannelRef,
     UnregisterFunction,
     WorkerRegistered,
+    channel_ids,
     new_uuid,
-    structure_ref,
 )
 from ..protocol import RegistrationRejected as RegistrationRejectedMessage
-from ._calls import PendingCalls, timeout_as_error, to_action
-from ._channels import Channel, ChannelEndpoint, ChannelReader, ChannelWriter
+from ._calls import PendingCalls, follow_progress, stalled, timeout_as_error, to_action
+from ._channel_api import ChannelAPI
+from ._channels import ChannelEndpoint
 from ._connect import backoff, connect_engine
-from ._dispatch import abort_ends, close_ends, run_invocation
+from ._dispatch import run_invocation
 from ._functions import FunctionSpec, Handler, make_spec
 from ._refs import payload_to_json
 from ._session import Session
@@ -86,7 +84,7 @@ class FunctionRef:
 
 
 @final
-class Worker:
+class Worker(ChannelAPI):
     """A worker connected to an iii engine. Get one from :func:`connect_worker`.
 
     Attributes:
@@ -116,6 +114,7 @@ class Worker:
         dialer: Dialer | None = None,
         connect_timeout: float = CONNECT_TIMEOUT,
     ) -> None:
+        super().__init__()
         self.url = url
         self.name = name or f"{socket.gethostname()}:{os.getpid()}"
         self.namespace = namespace
@@ -340,6 +339,8 @@ class Worker:
                 # session.send does not yield when the outbox has room; trigger always does.
                 await trio.lowlevel.checkpoint()
             return None
+        if channel_ids(data):
+            return await self._call_streaming(function_id, data, wire_action, seconds)
         invocation_id = new_uuid()
         with timeout_as_error(seconds, function_id):
             session = await self._wait_session()
@@ -359,6 +360,42 @@ class Worker:
                 self._calls.discard(invocation_id)
         return call.outcome()
 
+    async def _call_streaming(
+        self, function_id: str, data: JSON, action: Action | None, seconds: float
+    ) -> Any:
+        """A call whose payload carries channel refs: its deadline follows the progress of
+        those channels this worker holds (the engine applies the same rule to all of them;
+        with none held here, the engine's verdict is awaited)."""
+        held = [c for i in channel_ids(data) if (c := self._local_channels.get(i)) is not None]
+        invocation_id = new_uuid()
+        with timeout_as_error(seconds, function_id):
+            session = await self._wait_session()
+        call = self._calls.add(invocation_id, session)
+        now = trio.current_time()
+        try:
+            with trio.CancelScope() as scope:
+                async with open_nursery() as nursery:
+                    if held and math.isfinite(seconds):
+                        nursery.start_soon(
+                            partial(follow_progress, scope, seconds, held, since=now)
+                        )
+                    await session.send(
+                        InvokeFunction(
+                            invocation_id=invocation_id,
+                            function_id=function_id,
+                            data=data,
+                            action=action,
+                            timeout_ms=None if math.isinf(seconds) else max(int(seconds * 1000), 1),
+                        )
+                    )
+                    await call.event.wait()
+                    nursery.cancel_scope.cancel()
+        finally:
+            self._calls.discard(invocation_id)
+        if scope.cancelled_caught:
+            raise stalled(function_id, seconds)
+        return call.outcome()
+
     async def sync(self, *, timeout: float | None = None) -> None:
         """Return once the engine has processed everything this worker sent before the call
         (one round trip on the same, ordered connection). Use it after
@@ -368,88 +405,6 @@ class Worker:
             InvocationTimeout, WorkerDisconnected: as :meth:`trigger`.
         """
         await self.trigger("engine::functions::list", {"prefix": "\x00"}, timeout=timeout)
-
-    # --- channels --------------------------------------------------------------------------
-
-    async def create_channel(self, buffer_size: int | None = None) -> Channel:
-        """Create a channel owned by this worker (closed, if still open, when it closes).
-
-        Hand ``writer_ref``/``reader_ref`` to another function in a trigger payload and use
-        the other local end yourself. ``buffer_size`` is iii's frame count for the engine's
-        buffer (the engine also bounds it in bytes).
-
-        Raises:
-            InvocationError: the engine refused (e.g. ``limit_exceeded``).
-            WorkerDisconnected: the connection dropped meanwhile.
-        """
-        return await self._create_channel(self._owner_nursery(), buffer_size)
-
-    @asynccontextmanager
-    async def open_channel(self, buffer_size: int | None = None) -> AsyncIterator[Channel]:
-        """Create a channel whose local ends belong to this block: on a normal exit the
-        writer ends the stream cleanly and the reader is closed; on an exception or a
-        cancellation both are aborted, so the other side sees an error, never a clean end.
-        An exception raised in the block leaves it as itself.
-
-        On an exception both ends are claimed even if unused (an end whose ref went to a
-        call that failed would otherwise keep the channel in the engine until its TTL); a
-        remote peer that still tries to attach one of them is refused (409).
-
-        Raises:
-            InvocationError: the engine refused to create the channel.
-        """
-        async with open_nursery() as nursery:
-            channel = await self._create_channel(nursery, buffer_size)
-            ends: list[ChannelReader | ChannelWriter] = [channel.writer, channel.reader]
-            try:
-                yield channel
-            except BaseException as exc:
-                for end in ends:
-                    end._attach_on_close = True
-                await abort_ends(ends, exc)
-                raise
-            else:
-                await close_ends(ends)
-
-    async def _create_channel(self, nursery: trio.Nursery, buffer_size: int | None) -> Channel:
-        refs = await self.trigger("engine::channels::create", {"buffer_size": buffer_size})
-        try:
-            writer_ref = structure_ref(refs["writer"])
-            reader_ref = structure_ref(refs["reader"])
-        except (KeyError, TypeError, IIIError) as exc:
-            raise InvocationError(
-                codes.INVALID_MESSAGE, f"engine::channels::create answered {refs!r}"
-            ) from exc
-        endpoint = self._endpoint
-        return Channel(
-            writer=ChannelWriter(writer_ref, endpoint, nursery, attach_on_close=False),
-            reader=ChannelReader(reader_ref, endpoint, nursery, attach_on_close=False),
-            writer_ref=writer_ref,
-            reader_ref=reader_ref,
-        )
-
-    def channel_reader(self, ref: StreamChannelRef | Mapping[str, Any]) -> ChannelReader:
-        """A live reader for a reader ref (owned by this worker).
-
-        Raises:
-            RemoteProtocolError: ``ref`` is not a channel ref.
-            ValueError: it is a writer ref.
-        """
-        return ChannelReader(_ref(ref), self._endpoint, self._owner_nursery())
-
-    def channel_writer(self, ref: StreamChannelRef | Mapping[str, Any]) -> ChannelWriter:
-        """A live writer for a writer ref (owned by this worker).
-
-        Raises:
-            RemoteProtocolError: ``ref`` is not a channel ref.
-            ValueError: it is a reader ref.
-        """
-        return ChannelWriter(_ref(ref), self._endpoint, self._owner_nursery())
-
-    def _owner_nursery(self) -> trio.Nursery:
-        if self._nursery is None:
-            raise RuntimeError("the worker is not running (use connect_worker)")
-        return self._nursery
 
     # --- the connection --------------------------------------------------------------------
 
@@ -607,69 +562,3 @@ class Worker:
     def connected(self) -> bool:
         """Whether the worker has a live connection now."""
         return self._session is not None
-
-
-def _ref(ref: StreamChannelRef | Mapping[str, Any]) -> StreamChannelRef:
-    if isinstance(ref, StreamChannelRef):
-        return ref
-    return structure_ref(dict(ref))
-
-
-@asynccontextmanager
-async def connect_worker(
-    url: str | None = None,
-    *,
-    name: str | None = None,
-    namespace: str | None = None,
-    token: str | None = None,
-    headers: Mapping[str, str] | None = None,
-    reconnect: bool = True,
-    invocation_timeout: float = INVOCATION_TIMEOUT,
-    dialer: Dialer | None = None,
-    connect_timeout: float = CONNECT_TIMEOUT,
-) -> AsyncIterator[Worker]:
-    """Connect a worker to an engine for the duration of the block.
-
-    Args:
-        url: the engine; default ``$III_URL``, else ``ws://127.0.0.1:49134``.
-        name: the worker's name (default ``hostname:pid``).
-        namespace: where its functions live (default: iii's ``default``).
-        token: sent as ``Authorization: Bearer``; default ``$III_TOKEN``.
-        headers: extra HTTP headers for every socket the worker opens.
-        reconnect: re-establish a lost connection (with backoff) instead of ending.
-        invocation_timeout: seconds :meth:`Worker.trigger` waits by default.
-        dialer: replaces TCP for every socket the worker opens (``engine.local_dialer`` for
-            an engine in the same process).
-        connect_timeout: seconds each WebSocket opening handshake may take (the worker's own
-            and every channel socket's); raise it for engines under heavy load.
-
-    On exit the connection closes and every channel the worker owns is closed. An exception
-    raised in the block leaves it as itself (never wrapped in an ``ExceptionGroup``), and so
-    does the one failure of the worker's own tasks.
-
-    Raises:
-        ConnectError: the first connection failed, as one of its subclasses:
-            :class:`~iii_trio.EngineUnreachable` (nothing answered, or no upgrade within
-            ``connect_timeout``), :class:`~iii_trio.Unauthorized` (HTTP 401: token missing or
-            rejected), :class:`~iii_trio.HandshakeRefused` (another HTTP answer, e.g. 404).
-        ValueError: ``url`` is not a ws:// or wss:// URL.
-    """
-    resolved = url or os.environ.get("III_URL") or DEFAULT_URL
-    worker = Worker(
-        resolved,
-        name=name,
-        namespace=namespace,
-        token=token if token is not None else os.environ.get("III_TOKEN"),
-        headers=headers,
-        reconnect=reconnect,
-        invocation_timeout=invocation_timeout,
-        dialer=dialer,
-        connect_timeout=connect_timeout,
-    )
-    async with open_nursery() as nursery:
-        await nursery.start(worker.run)
-        try:
-            yield worker
-        finally:
-            worker._closing = True
-            nursery.cancel_scope.cancel()

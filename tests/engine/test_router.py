@@ -36,9 +36,18 @@ from iii_trio.protocol import (
 )
 
 
+class FakeChannel:
+    def __init__(self, last_progress: float) -> None:
+        self.last_progress = last_progress
+
+
 class FakeChannels:
     def __init__(self) -> None:
         self.created: list[str] = []
+        self.live: dict[str, FakeChannel] = {}
+
+    def progress_of(self, channel_id: str) -> FakeChannel | None:
+        return self.live.get(channel_id)
 
     def create(self, owner: str, buffer_size: int | None) -> dict[str, JSON]:
         if len(self.created) >= 2:
@@ -159,6 +168,28 @@ def test_deadlines_expire_on_the_clock() -> None:
     assert target == client and answer.invocation_id == call_id
     assert answer.error.code == "invocation_timeout"
     assert router.next_deadline() is None
+
+
+def test_a_call_with_channels_lives_as_long_as_they_move() -> None:
+    router, clock, _ = _router()
+    channels = router.channels
+    assert isinstance(channels, FakeChannels)
+    channels.live["c1"] = stream = FakeChannel(clock.now)
+    server, client = _connect(router), _connect(router)
+    router.receive(server, RegisterFunction(id="store"))
+    ref: dict[str, JSON] = {"channel_id": "c1", "access_key": "k", "direction": "read"}
+    call = InvokeFunction(
+        invocation_id=new_uuid(), function_id="store", data={"in": ref}, timeout_ms=3000
+    )
+    router.receive(client, call)
+    for _ in range(5):  # 8 seconds of steady progress, one byte every 1.6 s
+        clock.now += 1.6
+        stream.last_progress = clock.now
+        assert router.expire() == []
+    clock.now += 3  # then it stalls
+    _, answer = _only(router.expire())
+    assert answer.error.code == "invocation_timeout"
+    assert "stalled" in answer.error.message
 
 
 def test_refused_invocation_fails_fast_with_worker_overloaded() -> None:
