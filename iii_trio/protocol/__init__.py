@@ -9,6 +9,7 @@ from ._channel_codes import READER_CLOSED as READER_CLOSED
 from ._channel_codes import READER_LOST as READER_LOST
 from ._channel_codes import WRITER_ABORTED as WRITER_ABORTED
 from ._channel_codes import WRITER_LOST as WRITER_LOST
+from ._codec import MAX_TIMEOUT_MS as MAX_TIMEOUT_MS
 from ._codec import UNKNOWN_TYPE as UNKNOWN_TYPE
 from ._codec import decode as decode
 from ._codec import dumps as dumps
