@@ -10,6 +10,7 @@ import h11
 import trio
 
 from ._connection import WebSocket
+from ._frames import MAX_MESSAGE_FRAMES
 from ._handshake import (
     MAX_REQUEST_HEAD,
     HandshakeError,
@@ -73,11 +74,15 @@ async def connect_websocket(
     *,
     headers: Sequence[tuple[str, str]] = (),
     max_message_size: int,
+    max_message_frames: int = MAX_MESSAGE_FRAMES,
     connect_timeout: float = CONNECT_TIMEOUT,
     ssl_context: ssl.SSLContext | None = None,
     dialer: Dialer | None = None,
 ) -> WebSocket:
     """Connect and complete the opening handshake.
+
+    ``max_message_size`` and ``max_message_frames`` bound what the server may send (see
+    :class:`WebSocket`).
 
     Raises:
         ValueError: ``url`` is not a ws:// or wss:// URL.
@@ -106,7 +111,11 @@ async def connect_websocket(
             await trio.aclose_forcefully(stream)
             raise
         return WebSocket(
-            stream, is_client=True, leftover=leftover, max_message_size=max_message_size
+            stream,
+            is_client=True,
+            leftover=leftover,
+            max_message_size=max_message_size,
+            max_message_frames=max_message_frames,
         )
     where = "the in-memory engine" if dialer is not None else f"{target.host}:{target.port}"
     raise trio.TooSlowError(f"no WebSocket upgrade from {where} within {connect_timeout:g}s")

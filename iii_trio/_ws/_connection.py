@@ -35,6 +35,7 @@ import trio
 from ._closing import ClosingSocket, ConnectionClosed, State
 from ._frames import (
     ABNORMAL_CLOSURE,
+    MAX_MESSAGE_FRAMES,
     NO_STATUS,
     NORMAL_CLOSURE,
     FrameError,
@@ -68,6 +69,8 @@ class WebSocket(ClosingSocket):
         is_client: masks outgoing frames and expects unmasked ones when True.
         leftover: bytes the handshake read past its end.
         max_message_size: largest data message accepted (larger → close 1009).
+        max_message_frames: most frames one fragmented message may span, control frames
+            between its fragments included (more → close 1008).
         receive_size: bytes asked of the transport per read.
     """
 
@@ -78,12 +81,17 @@ class WebSocket(ClosingSocket):
         is_client: bool,
         leftover: bytes = b"",
         max_message_size: int,
+        max_message_frames: int = MAX_MESSAGE_FRAMES,
         receive_size: int = RECEIVE_SIZE,
     ) -> None:
         super().__init__()
         self._stream = stream
         self._is_client = is_client
-        self._reader = FrameReader(expect_masked=not is_client, max_message_size=max_message_size)
+        self._reader = FrameReader(
+            expect_masked=not is_client,
+            max_message_size=max_message_size,
+            max_message_frames=max_message_frames,
+        )
         if leftover:
             self._reader.feed(leftover)
         self._receive_size = receive_size

@@ -18,7 +18,7 @@ import h11
 import trio
 
 from ._connection import WebSocket
-from ._frames import INTERNAL_ERROR
+from ._frames import INTERNAL_ERROR, MAX_MESSAGE_FRAMES
 from ._handshake import (
     MAX_REQUEST_HEAD,
     HandshakeError,
@@ -52,6 +52,7 @@ class Accept:
 
     handler: Callable[[MessageSocket], Awaitable[None]]
     max_message_size: int
+    max_message_frames: int = MAX_MESSAGE_FRAMES
 
 
 @attrs.frozen
@@ -154,6 +155,7 @@ async def _serve(
         is_client=False,
         leftover=bytes(leftover),
         max_message_size=decision.max_message_size,
+        max_message_frames=decision.max_message_frames,
     )
     await _run_handler(decision, ws, request.path, peer)
 

@@ -1,11 +1,26 @@
 """Hostile peers against a real engine on 127.0.0.1 (issue 14, "Hostile input, round 2"):
-absurd integers in messages."""
+fragment floods from raw sockets while a well-behaved worker keeps calling, and absurd
+integers in messages."""
 
 from __future__ import annotations
+
+import base64
+import os
 
 import pytest
 import trio
 
+import iii_trio
+from iii_trio._ws._frames import (
+    MAX_MESSAGE_FRAMES,
+    MESSAGE_TOO_BIG,
+    POLICY_VIOLATION,
+    FrameReader,
+    Opcode,
+    frame_header,
+    parse_close,
+)
+from iii_trio._ws._mask import apply_mask
 from iii_trio.protocol import (
     MAX_TIMEOUT_MS,
     Error,
@@ -16,6 +31,119 @@ from iii_trio.protocol import (
     RegisterFunction,
 )
 from tests.helpers import new_id
+
+# --- fragment floods --------------------------------------------------------------------------
+
+KEY = b"\x9a\x0b\x5c\x21"
+
+
+def _frame(opcode: int, payload: bytes, *, fin: bool = True) -> bytes:
+    return frame_header(opcode, len(payload), fin=fin, mask_key=KEY) + apply_mask(payload, KEY)
+
+
+async def _attack(port: int, flood: bytes) -> int:
+    """Upgrade a raw socket to a worker connection, send ``flood``, return the close code."""
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    async with stream:
+        key = base64.b64encode(os.urandom(16)).decode()
+        await stream.send_all(
+            (
+                f"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+                f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+                "Sec-WebSocket-Version: 13\r\n\r\n"
+            ).encode()
+        )
+        data = b""
+        while b"\r\n\r\n" not in data:
+            data += await stream.receive_some()
+        head, _, rest = data.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 101 "), head
+        reader = FrameReader(expect_masked=False, max_message_size=1 << 20)
+        reader.feed(rest)
+
+        async def send_flood() -> None:
+            try:
+                await stream.send_all(flood)
+            except trio.BrokenResourceError:
+                pass  # closed on us mid-flood: the close frame is read all the same
+
+        async with trio.open_nursery() as nursery:
+            # Read while sending, as a peer must: pongs come back while the pings go out.
+            nursery.start_soon(send_flood)
+            while True:
+                event = reader.next_message()
+                if event is None:
+                    chunk = await stream.receive_some()
+                    assert chunk, "connection closed without a close frame"
+                    reader.feed(chunk)
+                elif event[0] == Opcode.CLOSE:
+                    nursery.cancel_scope.cancel()
+                    return parse_close(event[1])[0]
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _fragment_flood(payload: bytes, frames: int) -> bytes:
+    """The start of one text message followed by ``frames`` continuation frames."""
+    return _frame(Opcode.TEXT, b"{", fin=False) + _frame(
+        Opcode.CONTINUATION, payload, fin=False
+    ) * (frames)
+
+
+FLOODS = {
+    # 2-byte fragments (each costs a frame parse) and empty ones (which never reach the byte
+    # limit): both far past the frame limit.
+    "2-byte-fragments": (_fragment_flood(b"ab", 5 * MAX_MESSAGE_FRAMES), POLICY_VIOLATION),
+    "empty-continuations": (_fragment_flood(b"", 5 * MAX_MESSAGE_FRAMES), POLICY_VIOLATION),
+    # Few frames, too many bytes: the byte limit.
+    "big-fragments": (_fragment_flood(b"x" * 32 * 1024, 8), MESSAGE_TOO_BIG),
+}
+
+
+@pytest.mark.parametrize("kind", list(FLOODS))
+async def test_fragment_floods_are_cut_off_while_others_are_served(kind: str) -> None:
+    flood, expected_code = FLOODS[kind]
+    rounds = 20  # floods, three at a time
+    async with (
+        iii_trio.open_engine(port=0, max_message_size=128 * 1024) as engine,
+        iii_trio.connect_worker(engine.url, name="server") as server,
+        iii_trio.connect_worker(engine.url, name="client") as client,
+    ):
+        server.register_function("good::echo", lambda p: p["n"])
+        await engine.wait_function("good::echo")
+        codes: list[int] = []
+        latencies: list[float] = []
+        attacks_over = trio.Event()
+
+        async def attacker(count: int) -> None:
+            for _ in range(count):
+                codes.append(await _attack(engine.port, flood))
+
+        async def attack() -> None:
+            async with trio.open_nursery() as attackers:
+                for _ in range(3):
+                    attackers.start_soon(attacker, rounds // 3 + 1)
+            attacks_over.set()
+
+        async def call_meanwhile() -> None:
+            n = 0
+            while not attacks_over.is_set():
+                start = trio.current_time()
+                with trio.fail_after(5):  # every single call is served within this
+                    assert await client.trigger("good::echo", {"n": n}) == n
+                latencies.append(trio.current_time() - start)
+                n += 1
+
+        with trio.fail_after(60):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(attack)
+                nursery.start_soon(call_meanwhile)
+        assert codes == [expected_code] * len(codes)
+        assert len(latencies) >= 1
+        # ...and the engine still serves a fresh worker.
+        with trio.fail_after(10):
+            async with iii_trio.connect_worker(engine.url, name="after") as after:
+                assert await after.trigger("good::echo", {"n": -1}) == -1
+
 
 # --- absurd integers ---------------------------------------------------------------------------
 

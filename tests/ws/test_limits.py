@@ -1,0 +1,178 @@
+"""Limits of our RFC 6455 layer against hostile peers (issue 14, "Hostile input, round 2").
+
+Sans-IO: :class:`FrameReader` counts the frames and bytes of a fragmented message and holds
+only its payload bytes while assembling it.
+"""
+
+from __future__ import annotations
+
+import os
+import tracemalloc
+
+import pytest
+
+from iii_trio._ws._frames import (
+    MAX_MESSAGE_FRAMES,
+    MESSAGE_TOO_BIG,
+    POLICY_VIOLATION,
+    FrameError,
+    FrameReader,
+    Opcode,
+    frame_header,
+)
+from iii_trio._ws._mask import apply_mask
+
+LIMIT = 10  # seconds: the hard cap of every async test
+KEY = b"\x37\xfa\x21\x3d"
+
+
+def _frame(opcode: int, payload: bytes, *, fin: bool = True, masked: bool = True) -> bytes:
+    if not masked:
+        return frame_header(opcode, len(payload), fin=fin) + payload
+    return frame_header(opcode, len(payload), fin=fin, mask_key=KEY) + apply_mask(payload, KEY)
+
+
+def _fragmented(
+    parts: list[bytes], *, opcode: int = Opcode.BINARY, masked: bool = True, fin: bool = True
+) -> bytes:
+    """One message in ``len(parts)`` frames (the last one without FIN if not ``fin``)."""
+    last = len(parts) - 1
+    return b"".join(
+        _frame(
+            opcode if i == 0 else Opcode.CONTINUATION,
+            part,
+            fin=fin and i == last,
+            masked=masked,
+        )
+        for i, part in enumerate(parts)
+    )
+
+
+def _drain(reader: FrameReader) -> list[tuple[Opcode, bytes]]:
+    out: list[tuple[Opcode, bytes]] = []
+    while (event := reader.next_message()) is not None:
+        out.append(event)
+    return out
+
+
+def _reader(*, server: bool = True, max_size: int = 1 << 30, **kwargs: int) -> FrameReader:
+    return FrameReader(expect_masked=server, max_message_size=max_size, **kwargs)
+
+
+# --- fragment counts ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("server", [True, False])
+@pytest.mark.parametrize("size", [0, 2])
+def test_a_message_may_span_exactly_the_frame_limit(server: bool, size: int) -> None:
+    reader = _reader(server=server)
+    parts = [bytes([i % 256]) * size for i in range(MAX_MESSAGE_FRAMES)]
+    reader.feed(_fragmented(parts, masked=server))
+    assert _drain(reader) == [(Opcode.BINARY, b"".join(parts))]
+    # The count starts again with the next message.
+    reader.feed(_fragmented(parts, masked=server, opcode=Opcode.TEXT))
+    assert _drain(reader) == [(Opcode.TEXT, b"".join(parts))]
+
+
+@pytest.mark.parametrize("server", [True, False])
+@pytest.mark.parametrize("size", [0, 2], ids=["empty-continuations", "2-byte-fragments"])
+def test_one_frame_more_is_a_policy_violation(server: bool, size: int) -> None:
+    reader = _reader(server=server)
+    reader.feed(_fragmented([b"x" * size] * MAX_MESSAGE_FRAMES, masked=server, fin=False))
+    assert _drain(reader) == []
+    # Only the next frame's header is needed to refuse it.
+    reader.feed(_frame(Opcode.CONTINUATION, b"x" * size, masked=server)[:2])
+    with pytest.raises(FrameError) as info:
+        reader.next_message()
+    assert info.value.code == POLICY_VIOLATION
+    assert str(MAX_MESSAGE_FRAMES) in info.value.reason
+
+
+def test_a_flood_of_empty_continuations_ends() -> None:
+    """Empty frames never reach the byte limit; the frame limit ends the message anyway."""
+    reader = _reader()
+    reader.feed(_frame(Opcode.TEXT, b"{", fin=False))
+    flood = _frame(Opcode.CONTINUATION, b"", fin=False) * 1000
+    with pytest.raises(FrameError) as info:
+        for _ in range(100):
+            reader.feed(flood)
+            assert reader.next_message() is None
+    assert info.value.code == POLICY_VIOLATION
+    assert reader.buffered < 1000 * len(flood)  # it stopped early: at most one batch is held
+
+
+def test_control_frames_between_fragments_count() -> None:
+    reader = _reader(max_message_frames=5)
+    reader.feed(_frame(Opcode.BINARY, b"a", fin=False))
+    pings = [_frame(Opcode.PING, bytes([n])) for n in range(4)]
+    reader.feed(b"".join(pings))
+    assert _drain(reader) == [(Opcode.PING, bytes([n])) for n in range(4)]  # answered as usual
+    with pytest.raises(FrameError) as info:
+        reader.feed(_frame(Opcode.PONG, b""))  # the 6th frame of the message
+        reader.next_message()
+    assert info.value.code == POLICY_VIOLATION
+
+
+def test_control_frames_between_messages_do_not_count() -> None:
+    reader = _reader(max_message_frames=2)
+    reader.feed(_frame(Opcode.PING, b"") * 100 + _fragmented([b"a", b"b"]))
+    assert _drain(reader) == [(Opcode.PING, b"")] * 100 + [(Opcode.BINARY, b"ab")]
+
+
+def test_the_frame_limit_is_configurable() -> None:
+    reader = _reader(max_message_frames=3)
+    reader.feed(_fragmented([b"a", b"b", b"c"]))
+    assert _drain(reader) == [(Opcode.BINARY, b"abc")]
+    with pytest.raises(FrameError) as info:
+        reader.feed(_fragmented([b"a", b"b", b"c", b"d"]))
+        _drain(reader)
+    assert info.value.code == POLICY_VIOLATION
+    # An unfragmented message is one frame, whatever the limit.
+    one = _reader(max_message_frames=1)
+    one.feed(_frame(Opcode.TEXT, b"whole") * 3)
+    assert _drain(one) == [(Opcode.TEXT, b"whole")] * 3
+
+
+def test_small_fragments_reach_the_byte_limit_first() -> None:
+    reader = _reader(max_size=100)
+    reader.feed(_fragmented([b"ab"] * 50, fin=False))
+    assert _drain(reader) == []
+    with pytest.raises(FrameError) as info:
+        reader.feed(_frame(Opcode.CONTINUATION, b"c")[:2])
+        reader.next_message()
+    assert info.value.code == MESSAGE_TOO_BIG
+
+
+def test_the_iii_sdks_fragmenting_fits_with_room_to_spare() -> None:
+    """The official Python SDK fragments large JSON into 1 MiB frames: 80 for an 80 MiB
+    message (the engine's default limit); scaled down here, same frame count."""
+    reader = _reader()
+    parts = [os.urandom(1024) for _ in range(80)]
+    reader.feed(_fragmented(parts, opcode=Opcode.TEXT))
+    assert _drain(reader) == [(Opcode.TEXT, b"".join(parts))]
+    assert MAX_MESSAGE_FRAMES >= 50 * 80
+
+
+# --- memory while a message is assembled -------------------------------------------------------
+
+
+@pytest.mark.parametrize("server", [True, False])
+def test_assembly_holds_payload_bytes_not_fragment_objects(server: bool) -> None:
+    """4000 two-byte fragments: the reader holds their 8000 bytes, not 4000 objects (which
+    took about 40 bytes each, 20 times the payload)."""
+    fragments = 4000
+    wire = _fragmented([b"ab"] * fragments, masked=server, fin=False)
+    reader = _reader(server=server)
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        reader.feed(wire)
+        assert reader.next_message() is None  # all parsed: the receive buffer is let go
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    payload = 2 * fragments
+    assert reader.buffered == payload
+    assert held < 2 * payload + 1024, held
+    reader.feed(_frame(Opcode.CONTINUATION, b"!", masked=server))
+    assert _drain(reader) == [(Opcode.BINARY, b"ab" * fragments + b"!")]
