@@ -112,6 +112,7 @@ class WebSocket(ClosingSocket):
 
     async def _receive(self) -> str | bytes:
         reader = self._reader
+        pong: bytes | None = None  # the payload of the latest ping not answered yet
         while True:
             if self._failure is not None:  # the reader is poisoned after a protocol error
                 raise ConnectionClosed(*self._failure)
@@ -121,9 +122,21 @@ class WebSocket(ClosingSocket):
                 await self._fail(exc.code, exc.reason)
                 raise ConnectionClosed(exc.code, exc.reason) from exc
             if event is None:
+                if pong is not None:
+                    await self._pong(pong)
+                    pong = None
                 await self._read_more()
                 continue
             opcode, payload = event
+            if opcode == Opcode.PING:
+                # Pings read together get one pong, for the latest of them (RFC 6455 section
+                # 5.5.3 allows it), sent before anything else happens: a flood of pings costs
+                # a frame parse each, not a write each, and never queues anything.
+                pong = payload
+                continue
+            if pong is not None:
+                await self._pong(pong)
+                pong = None
             if opcode == Opcode.BINARY:
                 return payload
             if opcode == Opcode.TEXT:
@@ -132,12 +145,6 @@ class WebSocket(ClosingSocket):
                 except UnicodeDecodeError as exc:
                     await self._fail(1007, "text message is not valid UTF-8")
                     raise ConnectionClosed(1007, "text message is not valid UTF-8") from exc
-            if opcode == Opcode.PING:
-                if self._state is State.OPEN:
-                    await self._send_frames(
-                        [encode_frame(Opcode.PONG, payload, mask=self._is_client)]
-                    )
-                continue
             if opcode == Opcode.PONG:
                 continue
             # Close frame.
@@ -148,6 +155,10 @@ class WebSocket(ClosingSocket):
                 raise ConnectionClosed(exc.code, exc.reason) from exc
             await self._on_peer_close(code, reason)
             raise ConnectionClosed(code, reason)
+
+    async def _pong(self, payload: bytes) -> None:
+        if self._state is State.OPEN:
+            await self._send_frames([encode_frame(Opcode.PONG, payload, mask=self._is_client)])
 
     async def _read_more(self) -> None:
         sock = self._socket

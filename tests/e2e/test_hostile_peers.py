@@ -94,6 +94,11 @@ FLOODS = {
     # limit): both far past the frame limit.
     "2-byte-fragments": (_fragment_flood(b"ab", 5 * MAX_MESSAGE_FRAMES), POLICY_VIOLATION),
     "empty-continuations": (_fragment_flood(b"", 5 * MAX_MESSAGE_FRAMES), POLICY_VIOLATION),
+    # Pings between the fragments: each is answered, and each counts as a frame of the message.
+    "pings-between-fragments": (
+        _frame(Opcode.TEXT, b"{", fin=False) + _frame(Opcode.PING, b"p") * 2 * MAX_MESSAGE_FRAMES,
+        POLICY_VIOLATION,
+    ),
     # Few frames, too many bytes: the byte limit.
     "big-fragments": (_fragment_flood(b"x" * 32 * 1024, 8), MESSAGE_TOO_BIG),
 }

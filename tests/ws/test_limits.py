@@ -1,16 +1,27 @@
 """Limits of our RFC 6455 layer against hostile peers (issue 14, "Hostile input, round 2").
 
 Sans-IO: :class:`FrameReader` counts the frames and bytes of a fragmented message and holds
-only its payload bytes while assembling it.
+only its payload bytes while assembling it. Over loopback TCP (port 0, every test under
+``trio.fail_after``): pings read together get one pong.
 """
 
 from __future__ import annotations
 
+import base64
 import os
 import tracemalloc
+from functools import partial
 
 import pytest
+import trio
 
+from iii_trio._ws import (
+    Accept,
+    HandshakeRequest,
+    MessageSocket,
+    Reject,
+    handle_connection,
+)
 from iii_trio._ws._frames import (
     MAX_MESSAGE_FRAMES,
     MESSAGE_TOO_BIG,
@@ -176,3 +187,70 @@ def test_assembly_holds_payload_bytes_not_fragment_objects(server: bool) -> None
     assert held < 2 * payload + 1024, held
     reader.feed(_frame(Opcode.CONTINUATION, b"!", masked=server))
     assert _drain(reader) == [(Opcode.BINARY, b"ab" * fragments + b"!")]
+
+
+# --- over loopback TCP ------------------------------------------------------------------------
+
+
+def _upgrade_request_of(size: int, key: str) -> bytes:
+    """A valid upgrade request whose head is exactly ``size`` bytes."""
+    base = (
+        "GET /ok HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\nX-Pad: \r\n\r\n"
+    ).encode()
+    request = base.replace(b"X-Pad: ", b"X-Pad: " + b"a" * (size - len(base)))
+    assert len(request) == size
+    return request
+
+
+async def _read_answer(stream: trio.abc.ReceiveStream) -> tuple[bytes, bytes]:
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = await stream.receive_some()
+        if not chunk:
+            break
+        data += chunk
+    head, _, rest = data.partition(b"\r\n\r\n")
+    return head, rest
+
+
+async def _echo(ws: MessageSocket) -> None:
+    await ws.send(await ws.receive())
+
+
+def _router(request: HandshakeRequest, peer: str) -> Accept | Reject:
+    return Accept(_echo, max_message_size=1024)
+
+
+# --- pings ----------------------------------------------------------------------------------
+
+
+async def test_pings_read_together_get_one_pong_for_the_latest(nursery: trio.Nursery) -> None:
+    """RFC 6455 section 5.5.3 lets an endpoint answer only the latest of several pings: a
+    flood of them costs a parse each, not a write each."""
+    listeners = await nursery.start(
+        partial(trio.serve_tcp, partial(handle_connection, router=_router), 0, host="127.0.0.1")
+    )
+    port = listeners[0].socket.getsockname()[1]
+    key = base64.b64encode(os.urandom(16)).decode()
+    pings = b"".join(_frame(Opcode.PING, b"%d" % n) for n in range(1000))
+    with trio.fail_after(LIMIT):
+        async with await trio.open_tcp_stream("127.0.0.1", port) as stream:
+            await stream.send_all(
+                _upgrade_request_of(300, key) + pings + _frame(Opcode.TEXT, b"after")
+            )
+            head, rest = await _read_answer(stream)
+            assert head.startswith(b"HTTP/1.1 101 "), head
+            reader = FrameReader(expect_masked=False, max_message_size=1024)
+            reader.feed(rest)
+            events: list[tuple[Opcode, bytes]] = []
+            while not events or events[-1][0] != Opcode.TEXT:
+                event = reader.next_message()
+                if event is None:
+                    reader.feed(await stream.receive_some())
+                else:
+                    events.append(event)
+    pongs = [payload for opcode, payload in events if opcode == Opcode.PONG]
+    assert 1 <= len(pongs) < 1000
+    assert pongs[-1] == b"999"  # the latest ping is always answered, before the message
+    assert events[-1] == (Opcode.TEXT, b"after")
