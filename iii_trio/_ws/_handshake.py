@@ -6,7 +6,8 @@ import base64
 import binascii
 import hashlib
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from http import HTTPStatus
 from typing import Final, final
 from urllib.parse import parse_qs, urlsplit
 
@@ -26,12 +27,22 @@ class HandshakeError(Exception):
         status: the HTTP status the server answered (client side) or should answer
             (server side); 0 when there was no HTTP answer at all.
         body: the response body, if any.
+        headers: extra headers the server's answer should carry (``Allow`` with a 405,
+            ``Upgrade`` with a 426).
     """
 
-    def __init__(self, message: str, *, status: int = 0, body: str = "") -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int = 0,
+        body: str = "",
+        headers: Sequence[tuple[str, str]] = (),
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.body = body
+        self.headers = list(headers)
 
 
 def accept_key(key: str) -> str:
@@ -49,6 +60,11 @@ class HandshakeRequest:
     key: str
 
 
+#: What a 426 answer carries: the protocol to upgrade to (RFC 9110 section 15.5.22) and the
+#: WebSocket version we speak (RFC 6455 section 4.4).
+_UPGRADE_REQUIRED: Final = (("Upgrade", "websocket"), ("Sec-WebSocket-Version", "13"))
+
+
 def _tokens(value: str) -> set[str]:
     return {token.strip().lower() for token in value.split(",")}
 
@@ -63,15 +79,23 @@ def parse_request(event: h11.Request) -> HandshakeRequest:
         (name.decode("latin-1"), value.decode("latin-1")) for name, value in event.headers
     )
     if event.method != b"GET":
-        raise HandshakeError("only GET can open a WebSocket", status=405)
+        raise HandshakeError(
+            "only GET can open a WebSocket", status=405, headers=[("Allow", "GET")]
+        )
+    if event.http_version != b"1.1":  # RFC 6455 section 4.1; h11 speaks 1.0 and 1.1 only
+        raise HandshakeError("a WebSocket upgrade needs HTTP/1.1", status=400)
     if "websocket" not in _tokens(headers.get("upgrade", "")) or "upgrade" not in _tokens(
         headers.get("connection", "")
     ):
         raise HandshakeError(
-            "this endpoint speaks WebSocket only (missing 'Upgrade: websocket')", status=426
+            "this endpoint speaks WebSocket only (missing 'Upgrade: websocket')",
+            status=426,
+            headers=_UPGRADE_REQUIRED,
         )
     if headers.get("sec-websocket-version", "").strip() != "13":
-        raise HandshakeError("unsupported Sec-WebSocket-Version (need 13)", status=426)
+        raise HandshakeError(
+            "unsupported Sec-WebSocket-Version (need 13)", status=426, headers=_UPGRADE_REQUIRED
+        )
     key = headers.get("sec-websocket-key", "").strip()
     try:
         if len(base64.b64decode(key, validate=True)) != 16:
@@ -118,20 +142,29 @@ def accept_response(request: HandshakeRequest) -> h11.InformationalResponse:
 
 
 def reject_events(
-    status: int, body: str, extra_headers: list[tuple[str, str]] | None = None
+    status: int,
+    body: str,
+    extra_headers: Sequence[tuple[str, str]] = (),
+    *,
+    head: bool = False,
 ) -> list[h11.Response | h11.Data | h11.EndOfMessage]:
+    """An HTTP error answer that closes the connection: a plain-text ``body``, or only its
+    headers when ``head`` (the answer to a HEAD request has no body)."""
     payload = body.encode("utf-8")
     headers = [
         ("Content-Type", "text/plain; charset=utf-8"),
         ("Content-Length", str(len(payload))),
         ("Connection", "close"),
-        *(extra_headers or []),
+        *extra_headers,
     ]
-    return [
-        h11.Response(status_code=status, headers=headers),
-        h11.Data(data=payload),
-        h11.EndOfMessage(),
-    ]
+    try:
+        reason = HTTPStatus(status).phrase
+    except ValueError:
+        reason = ""
+    response = h11.Response(status_code=status, headers=headers, reason=reason)
+    if head:
+        return [response, h11.EndOfMessage()]
+    return [response, h11.Data(data=payload), h11.EndOfMessage()]
 
 
 @attrs.frozen(kw_only=True)

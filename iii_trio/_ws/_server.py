@@ -38,6 +38,10 @@ logger = logging.getLogger("iii_trio.ws")
 
 #: Seconds a client has to send a complete upgrade request.
 HANDSHAKE_TIMEOUT: Final = 10.0
+#: Seconds to keep reading (and discarding) what a refused client still sends after our HTTP
+#: error answer, before closing: closing a socket with unread bytes makes the kernel send a
+#: reset, which can destroy the answer before the client reads it.
+REFUSAL_LINGER: Final = 1.0
 #: The peer name in logs for connections from the same process.
 MEMORY_PEER: Final = "in-process"
 
@@ -110,45 +114,34 @@ async def handle_connection(
         await trio.aclose_forcefully(stream)
 
 
+@attrs.frozen
+class _Refusal:
+    """An HTTP error to answer instead of upgrading."""
+
+    status: int
+    body: str
+    headers: Sequence[tuple[str, str]] = ()
+    head: bool = False  # the request was HEAD: answer without a body
+
+
 async def _serve(
     stream: trio.abc.Stream, router: Router, peer: str, handshake_timeout: float
 ) -> None:
     conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_REQUEST_HEAD)
     try:
         with trio.fail_after(handshake_timeout):
-            event = await _read_request(stream, conn)
-            if event is None:
-                return
-            try:
-                request = parse_request(event)
-            except HandshakeError as exc:
-                logger.info("refused a non-WebSocket request from %s: %s", peer, exc)
-                extra = [("Sec-WebSocket-Version", "13")] if exc.status == 426 else []
-                await _send_events(stream, conn, reject_events(exc.status, f"{exc}\n", extra))
-                return
-            decision = router(request, peer)
-            if isinstance(decision, Reject):
-                await _send_events(
-                    stream, conn, reject_events(decision.status, decision.body, decision.headers)
-                )
-                return
-            try:
-                await _send_events(stream, conn, [accept_response(request)])
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                pass  # the handler's first receive reports the broken connection
+            outcome = await _handshake(stream, conn, router, peer)
     except trio.TooSlowError:
         logger.info("handshake from %s timed out after %ss", peer, handshake_timeout)
         return
-    except h11.RemoteProtocolError as exc:
-        logger.info("bad HTTP request from %s: %s", peer, exc)
-        status = exc.error_status_hint
-        try:
-            await _send_events(stream, conn, reject_events(status, f"bad request: {exc}\n"))
-        except (h11.LocalProtocolError, trio.BrokenResourceError, trio.ClosedResourceError):
-            pass  # could not even answer; the connection is dropped below
-        return
     except (trio.BrokenResourceError, trio.ClosedResourceError):
         return
+    if outcome is None:
+        return
+    if isinstance(outcome, _Refusal):
+        await _refuse(stream, conn, outcome)
+        return
+    request, decision = outcome
     leftover, _ = conn.trailing_data
     ws = WebSocket(
         stream,
@@ -158,6 +151,57 @@ async def _serve(
         max_message_frames=decision.max_message_frames,
     )
     await _run_handler(decision, ws, request.path, peer)
+
+
+async def _handshake(
+    stream: trio.abc.Stream, conn: h11.Connection, router: Router, peer: str
+) -> tuple[HandshakeRequest, Accept] | _Refusal | None:
+    """Read the request and answer 101 if the router accepts it; otherwise say what to refuse
+    (logged here). ``None``: the client left before sending a request."""
+    try:
+        event = await _read_request(stream, conn)
+    except h11.RemoteProtocolError as exc:
+        logger.info("bad HTTP request from %s: %s", peer, exc)
+        return _Refusal(exc.error_status_hint, f"bad request: {exc}\n")
+    if event is None:
+        return None
+    head = event.method == b"HEAD"
+    try:
+        request = parse_request(event)
+    except HandshakeError as exc:
+        logger.info(
+            "refused a %s request from %s: HTTP %d, %s",
+            event.method.decode("latin-1"),
+            peer,
+            exc.status,
+            exc,
+        )
+        return _Refusal(exc.status, f"{exc}\n", exc.headers, head)
+    decision = router(request, peer)
+    if isinstance(decision, Reject):
+        # The router logs the refusals worth a line at INFO (401, unknown channel, ...).
+        logger.debug("refused an upgrade from %s: HTTP %d", peer, decision.status)
+        return _Refusal(decision.status, decision.body, decision.headers)
+    try:
+        await _send_events(stream, conn, [accept_response(request)])
+    except (trio.BrokenResourceError, trio.ClosedResourceError):
+        pass  # the handler's first receive reports the broken connection
+    return request, decision
+
+
+async def _refuse(stream: trio.abc.Stream, conn: h11.Connection, refusal: _Refusal) -> None:
+    """Answer ``refusal``, then half-close and read until the client closes too (for at
+    most :data:`REFUSAL_LINGER` seconds), so that the answer is not lost to a reset."""
+    with trio.move_on_after(REFUSAL_LINGER):
+        try:
+            events = reject_events(refusal.status, refusal.body, refusal.headers, head=refusal.head)
+            await _send_events(stream, conn, events)
+            if isinstance(stream, trio.abc.HalfCloseableStream):
+                await stream.send_eof()
+            while await stream.receive_some(MAX_REQUEST_HEAD):
+                pass
+        except (h11.LocalProtocolError, trio.BrokenResourceError, trio.ClosedResourceError):
+            pass  # could not answer (the client is gone, or h11 refused): just close
 
 
 async def _run_handler(decision: Accept, ws: MessageSocket, path: str, peer: str) -> None:

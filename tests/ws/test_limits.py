@@ -1,8 +1,9 @@
 """Limits of our RFC 6455 layer against hostile peers (issue 14, "Hostile input, round 2").
 
 Sans-IO: :class:`FrameReader` counts the frames and bytes of a fragmented message and holds
-only its payload bytes while assembling it. Over loopback TCP (port 0, every test under
-``trio.fail_after``): pings read together get one pong.
+only its payload bytes while assembling it; the handshake answers other methods with 405 and
+HEAD without a body. Over loopback TCP (port 0, every test under ``trio.fail_after``): pings
+read together get one pong.
 """
 
 from __future__ import annotations
@@ -12,11 +13,13 @@ import os
 import tracemalloc
 from functools import partial
 
+import h11
 import pytest
 import trio
 
 from iii_trio._ws import (
     Accept,
+    HandshakeError,
     HandshakeRequest,
     MessageSocket,
     Reject,
@@ -30,6 +33,10 @@ from iii_trio._ws._frames import (
     FrameReader,
     Opcode,
     frame_header,
+)
+from iii_trio._ws._handshake import (
+    parse_request,
+    reject_events,
 )
 from iii_trio._ws._mask import apply_mask
 
@@ -254,3 +261,48 @@ async def test_pings_read_together_get_one_pong_for_the_latest(nursery: trio.Nur
     assert 1 <= len(pongs) < 1000
     assert pongs[-1] == b"999"  # the latest ping is always answered, before the message
     assert events[-1] == (Opcode.TEXT, b"after")
+
+
+# --- the handshake, sans-IO -------------------------------------------------------------------
+
+
+def _request(method: bytes = b"GET", version: bytes = b"1.1") -> h11.Request:
+    return h11.Request(
+        method=method,
+        target=b"/",
+        http_version=version,
+        headers=[
+            (b"Host", b"x"),
+            (b"Upgrade", b"websocket"),
+            (b"Connection", b"Upgrade"),
+            (b"Sec-WebSocket-Key", base64.b64encode(os.urandom(16))),
+            (b"Sec-WebSocket-Version", b"13"),
+        ],
+    )
+
+
+@pytest.mark.parametrize("method", [b"HEAD", b"POST", b"PUT", b"OPTIONS", b"DELETE"])
+def test_other_methods_get_405_with_allow(method: bytes) -> None:
+    with pytest.raises(HandshakeError) as info:
+        parse_request(_request(method))
+    assert info.value.status == 405
+    assert ("Allow", "GET") in info.value.headers
+
+
+def test_http_1_0_upgrade_is_refused() -> None:
+    with pytest.raises(HandshakeError) as info:
+        parse_request(_request(version=b"1.0"))
+    assert info.value.status == 400
+    assert parse_request(_request()).path == "/"
+
+
+def test_refusal_of_head_has_no_body() -> None:
+    server = h11.Connection(h11.SERVER)
+    server.receive_data(b"HEAD / HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert isinstance(server.next_event(), h11.Request)
+    events = reject_events(405, "only GET\n", [("Allow", "GET")], head=True)
+    wire = b"".join(server.send(event) or b"" for event in events)
+    head, _, body = wire.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 405 Method Not Allowed\r\n")
+    assert b"\r\nAllow: GET" in head
+    assert body == b""

@@ -1,0 +1,120 @@
+"""HTTP that is not a WebSocket upgrade, against a real engine on 127.0.0.1 (issue 14,
+"Hostile input, round 2"): every such request gets a complete HTTP answer and one INFO line
+without a traceback."""
+
+from __future__ import annotations
+
+import base64
+import logging
+import os
+
+import pytest
+import trio
+
+import iii_trio
+
+LIMIT = 10  # seconds: the hard cap of every exchange
+
+
+async def _ask(port: int, request: bytes, *, half_close: bool = True) -> bytes:
+    """Send ``request`` and read the answer until the engine closes the connection."""
+    async with await trio.open_tcp_stream("127.0.0.1", port) as stream:
+        await stream.send_all(request)
+        if half_close:
+            await stream.send_eof()
+        answer = b""
+        try:
+            while chunk := await stream.receive_some():
+                answer += chunk
+        except trio.BrokenResourceError:
+            pass  # a reset after the answer (a test of ours would then fail on its content)
+        return answer
+
+
+def _split(answer: bytes) -> tuple[str, dict[str, str], bytes]:
+    head, _, body = answer.partition(b"\r\n\r\n")
+    status, *lines = head.decode("latin-1").split("\r\n")
+    headers = {}
+    for line in lines:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    return status, headers, body
+
+
+def _upgrade(target: str = "/", *, method: str = "GET", version: str = "1.1") -> bytes:
+    key = base64.b64encode(os.urandom(16)).decode()
+    return (
+        f"{method} {target} HTTP/{version}\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+        f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    ).encode()
+
+
+def _assert_quiet(caplog: pytest.LogCaptureFixture) -> None:
+    """Refusals are INFO lines: no warning or error, no traceback."""
+    for record in caplog.records:
+        assert record.exc_info is None, record.getMessage()
+        if record.name == "iii_trio.ws":
+            assert record.levelno <= logging.INFO, record.getMessage()
+
+
+@pytest.mark.parametrize(
+    ("method", "body"),
+    [
+        ("HEAD", b""),
+        ("POST", b'{"x": 1}'),
+        ("POST", b"x" * (1024 * 1024)),  # unread when the answer goes out
+        ("PUT", b""),
+        ("OPTIONS", b""),
+        ("DELETE", b""),
+        ("PATCH", b"{}"),
+    ],
+    ids=["HEAD", "POST", "POST-1MiB", "PUT", "OPTIONS", "DELETE", "PATCH"],
+)
+async def test_other_methods_get_405(caplog, method: str, body: bytes) -> None:
+    caplog.set_level(logging.INFO)
+    request = _upgrade(method=method).replace(
+        b"\r\n\r\n", f"\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+    )
+    async with iii_trio.open_engine(port=0) as engine:
+        with trio.fail_after(LIMIT):
+            answer = await _ask(engine.port, request + body)
+    status, headers, answer_body = _split(answer)
+    assert status == "HTTP/1.1 405 Method Not Allowed", answer[:200]
+    assert headers["allow"] == "GET"
+    assert headers["connection"] == "close"
+    if method == "HEAD":
+        assert answer_body == b""  # a HEAD answer has no body, whatever Content-Length says
+    else:
+        assert answer_body == b"only GET can open a WebSocket\n"
+        assert headers["content-length"] == str(len(answer_body))
+    assert f"refused a {method} request from 127.0.0.1:" in caplog.text
+    _assert_quiet(caplog)
+
+
+@pytest.mark.parametrize(
+    "request_bytes",
+    [_upgrade(version="1.0"), b"GET / HTTP/1.0\r\n\r\n"],
+    ids=["upgrade", "plain"],
+)
+async def test_http_1_0_gets_400(caplog, request_bytes: bytes) -> None:
+    caplog.set_level(logging.INFO)
+    async with iii_trio.open_engine(port=0) as engine:
+        with trio.fail_after(LIMIT):
+            answer = await _ask(engine.port, request_bytes)
+    status, _, body = _split(answer)
+    assert status == "HTTP/1.1 400 Bad Request", answer[:200]
+    assert body == b"a WebSocket upgrade needs HTTP/1.1\n"
+    assert engine.workers == {}
+    _assert_quiet(caplog)
+
+
+async def test_plain_get_gets_426_with_upgrade(caplog) -> None:
+    caplog.set_level(logging.INFO)
+    async with iii_trio.open_engine(port=0) as engine:
+        with trio.fail_after(LIMIT):
+            answer = await _ask(engine.port, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    status, headers, _ = _split(answer)
+    assert status == "HTTP/1.1 426 Upgrade Required"
+    assert headers["upgrade"] == "websocket"  # RFC 9110: a 426 names the protocol
+    assert headers["sec-websocket-version"] == "13"
+    _assert_quiet(caplog)
