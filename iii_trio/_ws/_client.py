@@ -122,13 +122,29 @@ async def connect_websocket(
 
 
 async def _read_response(stream: trio.abc.Stream, conn: h11.Connection, key: str) -> bytes:
+    """Read the server's answer: the bytes after a valid 101, or raise its refusal.
+
+    The answer's head is read without ever reading past :data:`MAX_REQUEST_HEAD` bytes (all
+    informational answers before it included); a refusal's body is read to its end (within
+    the connect timeout), and its first 4 KiB kept.
+    """
     body = bytearray()
     status = 0
+    received = 0  # bytes read before the final answer's head was complete
     try:
         while True:
             event = conn.next_event()
             if event is h11.NEED_DATA:
-                conn.receive_data(bytes(await stream.receive_some(MAX_REQUEST_HEAD)))
+                if not status:
+                    if received >= MAX_REQUEST_HEAD:
+                        raise HandshakeError(
+                            f"the server's answer head is over {MAX_REQUEST_HEAD} bytes"
+                        )
+                    data = await stream.receive_some(MAX_REQUEST_HEAD - received)
+                    received += len(data)
+                else:
+                    data = await stream.receive_some(MAX_REQUEST_HEAD)
+                conn.receive_data(bytes(data))
             elif isinstance(event, h11.InformationalResponse):
                 if event.status_code == 101:
                     check_accept(event, key)

@@ -15,7 +15,9 @@ import attrs
 import h11
 
 _GUID: Final = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
-#: Largest request head (request line + headers) we read before answering 431.
+#: Largest HTTP head (request or status line, headers and the blank line ending them) read
+#: during the handshake, in bytes: a server answers a longer request with 431, a client gives
+#: up on a longer answer. Nothing past it is ever read before the head is complete.
 MAX_REQUEST_HEAD: Final = 16 * 1024
 
 

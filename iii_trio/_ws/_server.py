@@ -90,10 +90,24 @@ async def _send_events(
 
 
 async def _read_request(stream: trio.abc.Stream, conn: h11.Connection) -> h11.Request | None:
+    """The request head, read without ever reading past :data:`MAX_REQUEST_HEAD` bytes.
+
+    Raises:
+        HandshakeError: the head is longer than that (status 431).
+        h11.RemoteProtocolError: the head is not valid HTTP/1.1.
+    """
+    received = 0
     while True:
         event = conn.next_event()
         if event is h11.NEED_DATA:
-            data = await stream.receive_some(MAX_REQUEST_HEAD)
+            if received >= MAX_REQUEST_HEAD:
+                raise HandshakeError(
+                    f"request head over {MAX_REQUEST_HEAD} bytes",
+                    status=431,
+                    body="request head too large\n",
+                )
+            data = await stream.receive_some(MAX_REQUEST_HEAD - received)
+            received += len(data)
             conn.receive_data(bytes(data))
             continue
         if isinstance(event, h11.Request):
@@ -163,6 +177,9 @@ async def _handshake(
     except h11.RemoteProtocolError as exc:
         logger.info("bad HTTP request from %s: %s", peer, exc)
         return _Refusal(exc.error_status_hint, f"bad request: {exc}\n")
+    except HandshakeError as exc:
+        logger.info("bad HTTP request from %s: %s", peer, exc)
+        return _Refusal(exc.status, exc.body)
     if event is None:
         return None
     head = event.method == b"HEAD"

@@ -1,6 +1,6 @@
 """HTTP that is not a WebSocket upgrade, against a real engine on 127.0.0.1 (issue 14,
 "Hostile input, round 2"): every such request gets a complete HTTP answer and one INFO line
-without a traceback."""
+without a traceback, and a request head is limited to 16 KiB exactly."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import pytest
 import trio
 
 import iii_trio
+from iii_trio._ws._handshake import MAX_REQUEST_HEAD
 
 LIMIT = 10  # seconds: the hard cap of every exchange
 
@@ -118,3 +119,19 @@ async def test_plain_get_gets_426_with_upgrade(caplog) -> None:
     assert headers["upgrade"] == "websocket"  # RFC 9110: a 426 names the protocol
     assert headers["sec-websocket-version"] == "13"
     _assert_quiet(caplog)
+
+
+@pytest.mark.parametrize("excess", [0, 1])
+async def test_request_head_limit_on_the_engine(excess: int) -> None:
+    base = _upgrade().replace(b"\r\n\r\n", b"\r\nX-Pad: \r\n\r\n")
+    request = base.replace(b"X-Pad: ", b"X-Pad: " + b"a" * (MAX_REQUEST_HEAD + excess - len(base)))
+    assert len(request) == MAX_REQUEST_HEAD + excess
+    async with iii_trio.open_engine(port=0) as engine:
+        with trio.fail_after(LIMIT):
+            answer = await _ask(engine.port, request)
+    status, _, body = _split(answer)
+    if excess:
+        assert status == "HTTP/1.1 431 Request Header Fields Too Large", answer[:200]
+        assert body == b"request head too large\n"
+    else:
+        assert status.startswith("HTTP/1.1 101 "), answer[:200]

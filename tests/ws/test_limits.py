@@ -3,7 +3,8 @@
 Sans-IO: :class:`FrameReader` counts the frames and bytes of a fragmented message and holds
 only its payload bytes while assembling it; the handshake answers other methods with 405 and
 HEAD without a body. Over loopback TCP (port 0, every test under ``trio.fail_after``): pings
-read together get one pong.
+read together get one pong, and the request-head limit holds at its exact boundary, on our
+server and on our client.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import base64
 import os
 import tracemalloc
 from functools import partial
+from typing import TYPE_CHECKING
 
 import h11
 import pytest
@@ -23,6 +25,7 @@ from iii_trio._ws import (
     HandshakeRequest,
     MessageSocket,
     Reject,
+    connect_websocket,
     handle_connection,
 )
 from iii_trio._ws._frames import (
@@ -35,10 +38,15 @@ from iii_trio._ws._frames import (
     frame_header,
 )
 from iii_trio._ws._handshake import (
+    MAX_REQUEST_HEAD,
+    accept_key,
     parse_request,
     reject_events,
 )
 from iii_trio._ws._mask import apply_mask
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 LIMIT = 10  # seconds: the hard cap of every async test
 KEY = b"\x37\xfa\x21\x3d"
@@ -306,3 +314,91 @@ def test_refusal_of_head_has_no_body() -> None:
     assert head.startswith(b"HTTP/1.1 405 Method Not Allowed\r\n")
     assert b"\r\nAllow: GET" in head
     assert body == b""
+
+
+# --- the request-head limit at its boundary ---------------------------------------------------
+
+
+@pytest.mark.parametrize("excess", [-1, 0, 1, 4096, MAX_REQUEST_HEAD])
+async def test_server_request_head_limit(nursery: trio.Nursery, excess: int) -> None:
+    listeners = await nursery.start(
+        partial(trio.serve_tcp, partial(handle_connection, router=_router), 0, host="127.0.0.1")
+    )
+    port = listeners[0].socket.getsockname()[1]
+    key = base64.b64encode(os.urandom(16)).decode()
+    with trio.fail_after(LIMIT):
+        async with await trio.open_tcp_stream("127.0.0.1", port) as stream:
+            await stream.send_all(_upgrade_request_of(MAX_REQUEST_HEAD + excess, key))
+            head, rest = await _read_answer(stream)
+            if excess <= 0:
+                assert head.startswith(b"HTTP/1.1 101 "), head
+                assert accept_key(key).encode() in head
+                await stream.send_all(_frame(Opcode.TEXT, b"still here"))
+                data = rest
+                while len(data) < 12:
+                    data += await stream.receive_some()
+                assert data == frame_header(Opcode.TEXT, 10) + b"still here"
+            else:
+                # The answer arrives whole (the server reads what we sent before closing).
+                assert head.startswith(b"HTTP/1.1 431 "), head
+                assert rest == b"request head too large\n"
+
+
+async def _serve_raw(nursery: trio.Nursery, answer: Callable[[str], bytes]) -> int:
+    """A TCP server that answers each upgrade request with ``answer(key)`` and a frame."""
+
+    async def handler(stream: trio.SocketStream) -> None:
+        async with stream:
+            head, _ = await _read_answer(stream)
+            key = next(
+                line.split(b":", 1)[1].strip().decode()
+                for line in head.split(b"\r\n")
+                if line.lower().startswith(b"sec-websocket-key:")
+            )
+            await stream.send_all(answer(key) + frame_header(Opcode.TEXT, 2) + b"hi")
+            await stream.receive_some()  # until the client goes
+
+    listeners = await nursery.start(partial(trio.serve_tcp, handler, 0, host="127.0.0.1"))
+    port: int = listeners[0].socket.getsockname()[1]
+    return port
+
+
+def _switching_protocols_of(size: int) -> Callable[[str], bytes]:
+    def answer(key: str) -> bytes:
+        base = (
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Accept: {accept_key(key)}\r\nX-Pad: \r\n\r\n"
+        ).encode()
+        head = base.replace(b"X-Pad: ", b"X-Pad: " + b"a" * (size - len(base)))
+        assert len(head) == size
+        return head
+
+    return answer
+
+
+@pytest.mark.parametrize("excess", [-1, 0, 1, MAX_REQUEST_HEAD])
+async def test_client_answer_head_limit(nursery: trio.Nursery, excess: int) -> None:
+    port = await _serve_raw(nursery, _switching_protocols_of(MAX_REQUEST_HEAD + excess))
+    url = f"ws://127.0.0.1:{port}/"
+    with trio.fail_after(LIMIT):
+        if excess <= 0:
+            ws = await connect_websocket(url, max_message_size=1024)
+            assert await ws.receive() == "hi"  # the frame right after the head is not lost
+            await ws.abort()
+        else:
+            with pytest.raises(HandshakeError, match="over 16384 bytes"):
+                await connect_websocket(url, max_message_size=1024)
+
+
+async def test_client_counts_informational_answers_toward_the_limit(
+    nursery: trio.Nursery,
+) -> None:
+    def answer(key: str) -> bytes:
+        # Each "100 Continue" is small; together they exceed the limit before the 101.
+        return b"HTTP/1.1 100 Continue\r\n\r\n" * (MAX_REQUEST_HEAD // 25 + 1) + (
+            _switching_protocols_of(200)(key)
+        )
+
+    port = await _serve_raw(nursery, answer)
+    with trio.fail_after(LIMIT), pytest.raises(HandshakeError, match="over 16384 bytes"):
+        await connect_websocket(f"ws://127.0.0.1:{port}/", max_message_size=1024)
