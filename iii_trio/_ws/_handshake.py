@@ -6,10 +6,11 @@ import base64
 import binascii
 import hashlib
 import os
+import re
 from collections.abc import Iterable, Sequence
 from http import HTTPStatus
 from typing import Final, final
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, unquote_plus, urlsplit
 
 import attrs
 import h11
@@ -167,6 +168,33 @@ def reject_events(
     if head:
         return [response, h11.EndOfMessage()]
     return [response, h11.Data(data=payload), h11.EndOfMessage()]
+
+
+#: ``name=value`` pairs, as in a query string (or the repr of one in an h11 error message).
+_PARAM: Final = re.compile(r"(?<![\w%.+-])([\w%.+-]+)=([^&\s#]*)")
+#: Query parameters that carry secrets: the engine token and channel access keys.
+_SECRET_PARAMS: Final = frozenset({"token", "key"})
+#: Credentials in headers: an ``Authorization`` (or ``Proxy-Authorization``) value, to the
+#: end of its line, and any bearer token wherever it shows up.
+_SECRET_HEADER: Final = re.compile(r"(?i)(authorization\s*:\s*)[^\r\n]*|(bearer\s+)[^\s,]+")
+REDACTED: Final = "<redacted>"
+
+
+def _redact_param(match: re.Match[str]) -> str:
+    # Decoded as parse_qs decodes names, so that ``?tok%65n=`` is caught as ``token`` is.
+    if unquote_plus(match[1]).lower() in _SECRET_PARAMS:
+        return f"{match[1]}={REDACTED}"
+    return match[0]
+
+
+def redact(text: str) -> str:
+    """``text`` (a request target, or an error message quoting part of a request) with the
+    values of ``token`` and ``key`` parameters and of ``Authorization`` headers replaced by
+    ``<redacted>``, for logs and error answers. Errs on the side of hiding too much: a value
+    runs to the next ``&``, whitespace or ``#`` (and a header's to the end of its line)."""
+    if "=" in text:
+        text = _PARAM.sub(_redact_param, text)
+    return _SECRET_HEADER.sub(lambda m: f"{m[1] or m[2]}{REDACTED}", text)
 
 
 @attrs.frozen(kw_only=True)

@@ -5,6 +5,9 @@ ask the router, then either answer an HTTP error before the upgrade or switch pr
 the route's handler. A handler's exception is logged and answered with close 1011; it never
 reaches the other connections. :func:`open_memory_websocket` runs the same routing and handlers
 for a connection from the same process, with no socket and no bytes (see ``_memory``).
+
+What a request brings is logged through :func:`~._handshake.redact` only: token and channel
+key parameters and credentials never reach a log line, whatever the request looks like.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from ._handshake import (
     make_request,
     new_client_key,
     parse_request,
+    redact,
     refused,
     reject_events,
 )
@@ -175,8 +179,9 @@ async def _handshake(
     try:
         event = await _read_request(stream, conn)
     except h11.RemoteProtocolError as exc:
-        logger.info("bad HTTP request from %s: %s", peer, exc)
-        return _Refusal(exc.error_status_hint, f"bad request: {exc}\n")
+        reason = redact(str(exc))
+        logger.info("bad HTTP request from %s: %s", peer, reason)
+        return _Refusal(exc.error_status_hint, f"bad request: {reason}\n")
     except HandshakeError as exc:
         logger.info("bad HTTP request from %s: %s", peer, exc)
         return _Refusal(exc.status, exc.body)
@@ -187,8 +192,9 @@ async def _handshake(
         request = parse_request(event)
     except HandshakeError as exc:
         logger.info(
-            "refused a %s request from %s: HTTP %d, %s",
+            "refused %s %s from %s: HTTP %d, %s",
             event.method.decode("latin-1"),
+            redact(event.target.decode("latin-1")),
             peer,
             exc.status,
             exc,
@@ -197,7 +203,12 @@ async def _handshake(
     decision = router(request, peer)
     if isinstance(decision, Reject):
         # The router logs the refusals worth a line at INFO (401, unknown channel, ...).
-        logger.debug("refused an upgrade from %s: HTTP %d", peer, decision.status)
+        logger.debug(
+            "refused upgrade to %s from %s: HTTP %d",
+            redact(event.target.decode("latin-1")),
+            peer,
+            decision.status,
+        )
         return _Refusal(decision.status, decision.body, decision.headers)
     try:
         await _send_events(stream, conn, [accept_response(request)])

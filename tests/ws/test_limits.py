@@ -1,10 +1,9 @@
 """Limits of our RFC 6455 layer against hostile peers (issue 14, "Hostile input, round 2").
 
-Sans-IO: :class:`FrameReader` counts the frames and bytes of a fragmented message and holds
-only its payload bytes while assembling it; the handshake answers other methods with 405 and
-HEAD without a body. Over loopback TCP (port 0, every test under ``trio.fail_after``): pings
-read together get one pong, and the request-head limit holds at its exact boundary, on our
-server and on our client.
+Sans-IO first: :class:`FrameReader` counts the frames and bytes of a fragmented message and
+holds only its payload bytes; the handshake module redacts secrets and answers HEAD without a
+body. Then the request-head limit at its exact boundary, on our server and on our client,
+over loopback TCP (port 0), every test under ``trio.fail_after``.
 """
 
 from __future__ import annotations
@@ -39,8 +38,10 @@ from iii_trio._ws._frames import (
 )
 from iii_trio._ws._handshake import (
     MAX_REQUEST_HEAD,
+    REDACTED,
     accept_key,
     parse_request,
+    redact,
     reject_events,
 )
 from iii_trio._ws._mask import apply_mask
@@ -272,6 +273,32 @@ async def test_pings_read_together_get_one_pong_for_the_latest(nursery: trio.Nur
 
 
 # --- the handshake, sans-IO -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("GET /?token=s3cret HTTP/1.1", f"GET /?token={REDACTED} HTTP/1.1"),
+        ("/ws/channels/c?key=k3y&dir=read", f"/ws/channels/c?key={REDACTED}&dir=read"),
+        ("/?dir=write&KEY=k3y", f"/?dir=write&KEY={REDACTED}"),
+        ("/?tok%65n=s3cret", f"/?tok%65n={REDACTED}"),  # parse_qs decodes names too
+        ("/?token=a=b&x=1", f"/?token={REDACTED}&x=1"),
+        (
+            'illegal request line: bytearray(b"GET /?token=ab\'cd HTTP/1.1 x")',
+            f'illegal request line: bytearray(b"GET /?token={REDACTED} HTTP/1.1 x")',
+        ),
+        (
+            "illegal header line: bytearray(b'Authorization: Bearer s3cret\\x01')",
+            f"illegal header line: bytearray(b'Authorization: {REDACTED}",
+        ),
+        ("sent bearer s3cret, then", f"sent bearer {REDACTED}, then"),
+        ("/?monkey=ok&keys=ok&tokens=ok&x=token", "/?monkey=ok&keys=ok&tokens=ok&x=token"),
+        ("nothing to hide", "nothing to hide"),
+    ],
+)
+def test_redact(text: str, expected: str) -> None:
+    assert redact(text) == expected
+    assert "s3cret" not in redact(text) and "k3y" not in redact(text)
 
 
 def _request(method: bytes = b"GET", version: bytes = b"1.1") -> h11.Request:
