@@ -12,7 +12,10 @@ key parameters and credentials never reach a log line, whatever the request look
 
 from __future__ import annotations
 
+import errno
 import logging
+import math
+import os
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Final
 
@@ -48,6 +51,13 @@ HANDSHAKE_TIMEOUT: Final = 10.0
 REFUSAL_LINGER: Final = 1.0
 #: The peer name in logs for connections from the same process.
 MEMORY_PEER: Final = "in-process"
+#: ``accept()`` errors that mean the process or system is out of descriptors or memory for
+#: now (the set trio's ``serve_listeners`` retries on): wait and try again.
+ACCEPT_CAPACITY_ERRNOS: Final = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
+#: Seconds between accept attempts while they fail for lack of resources.
+ACCEPT_RETRY_DELAY: Final = 0.1
+#: At most one warning about failing accepts per this many seconds.
+ACCEPT_WARNING_INTERVAL: Final = 10.0
 
 
 @attrs.frozen
@@ -288,9 +298,71 @@ async def serve_websockets(
     handler_nursery: trio.Nursery,
     handshake_timeout: float = HANDSHAKE_TIMEOUT,
 ) -> None:
-    """Accept connections on ``listeners`` forever, one handler task each in ``handler_nursery``."""
+    """Accept connections on ``listeners`` forever, one handler task each in ``handler_nursery``.
+
+    Each listener is closed when this returns. While ``accept()`` fails for lack of resources
+    (out of file descriptors: EMFILE, ENFILE; or memory: ENOMEM, ENOBUFS), new connections
+    wait in the listen backlog and accepting is retried every :data:`ACCEPT_RETRY_DELAY`
+    seconds, as ``trio.serve_listeners`` does; but instead of an error with a traceback per
+    attempt, this logs at most one warning per :data:`ACCEPT_WARNING_INTERVAL` seconds (with
+    the count of attempts that failed since the last one) and, after each, one line when
+    accepting works again.
+
+    Raises:
+        OSError: ``accept()`` failed for another reason.
+    """
 
     async def handler(stream: trio.SocketStream) -> None:
         await handle_connection(stream, router, handshake_timeout=handshake_timeout)
 
-    await trio.serve_listeners(handler, listeners, handler_nursery=handler_nursery)
+    async with trio.open_nursery() as nursery:
+        for listener in listeners:
+            nursery.start_soon(_accept_loop, listener, handler_nursery, handler)
+
+
+async def _accept_loop(
+    listener: trio.SocketListener,
+    handler_nursery: trio.Nursery,
+    handler: Callable[[trio.SocketStream], Awaitable[None]],
+) -> None:
+    failed = 0  # accepts failed since the last warning
+    warned_at = -math.inf
+    # A warning was logged and no accept has worked since. At the descriptor limit, accepts
+    # tend to alternate (each connection that closes frees room for one more), so this keeps
+    # the log to one warning and one "again" line per interval, however they alternate.
+    unresolved = False
+    async with listener:
+        while True:
+            try:
+                stream = await listener.accept()
+            except OSError as exc:
+                if exc.errno not in ACCEPT_CAPACITY_ERRNOS:
+                    raise
+                failed += 1
+                now = trio.current_time()
+                if now - warned_at >= ACCEPT_WARNING_INTERVAL:
+                    cause = f"{errno.errorcode[exc.errno]} ({os.strerror(exc.errno)})"
+                    if warned_at == -math.inf:
+                        logger.warning(
+                            "cannot accept connections: %s; they wait in the listen backlog, "
+                            "retrying every %ss (at most one warning per %ss)",
+                            cause,
+                            ACCEPT_RETRY_DELAY,
+                            ACCEPT_WARNING_INTERVAL,
+                        )
+                    else:
+                        logger.warning(
+                            "cannot accept connections: %s; %d accepts failed since the last "
+                            "warning",
+                            cause,
+                            failed,
+                        )
+                    warned_at = now
+                    failed = 0
+                    unresolved = True
+                await trio.sleep(ACCEPT_RETRY_DELAY)
+                continue
+            if unresolved:
+                logger.info("accepting connections again")
+                unresolved = False
+            handler_nursery.start_soon(handler, stream)

@@ -1,11 +1,14 @@
 """Hostile peers against a real engine on 127.0.0.1 (issue 14, "Hostile input, round 2"):
-fragment floods from raw sockets while a well-behaved worker keeps calling, and absurd
-integers in messages."""
+fragment floods from raw sockets while a well-behaved worker keeps calling, absurd integers in
+messages, and an engine at its file-descriptor limit (in a child process)."""
 
 from __future__ import annotations
 
 import base64
 import os
+import subprocess
+import sys
+import textwrap
 
 import pytest
 import trio
@@ -206,3 +209,90 @@ async def test_absurd_buffer_size_is_clamped(iii_engine, raw) -> None:
             assert set(result.result) == {"writer", "reader"}
         await caller.send(Ping())
         assert isinstance(await caller.expect(Pong), Pong)
+
+
+# --- out of file descriptors -------------------------------------------------------------------
+
+_ENGINE_AT_FD_LIMIT = textwrap.dedent(
+    """
+    import logging, os, resource, sys
+    import trio, iii_trio
+
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(levelname)s %(name)s: %(message)s")
+
+    async def main():
+        async with iii_trio.open_engine(port=0, handshake_timeout=60) as engine:
+            used = len(os.listdir("/proc/self/fd"))
+            hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+            resource.setrlimit(resource.RLIMIT_NOFILE, (used + 20, hard))
+            print(engine.port, flush=True)
+            await trio.sleep_forever()
+
+    trio.run(main)
+    """
+)
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="counts descriptors in /proc")
+async def test_engine_at_its_descriptor_limit() -> None:
+    proc = await trio.lowlevel.open_process(
+        [sys.executable, "-c", _ENGINE_AT_FD_LIMIT],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    log = bytearray()
+    log_changed = trio.Event()
+    held: list[trio.SocketStream] = []
+
+    async def collect_log() -> None:
+        nonlocal log_changed
+        assert proc.stderr is not None
+        while chunk := await proc.stderr.receive_some():
+            log.extend(chunk)
+            log_changed.set()
+            log_changed = trio.Event()
+
+    async def wait_for_log(text: bytes) -> None:
+        while text not in log:
+            await log_changed.wait()
+
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(collect_log)
+            with trio.fail_after(30):
+                line = b""
+                while not line.endswith(b"\n"):
+                    chunk = await proc.stdout.receive_some()
+                    assert chunk, f"engine exited early: {bytes(log).decode()}"
+                    line += chunk
+                port = int(line)
+                # 20 descriptors left: 40 connections wait in the backlog, half accepted.
+                for _ in range(40):
+                    held.append(await trio.open_tcp_stream("127.0.0.1", port))
+                await wait_for_log(b"cannot accept connections: EMFILE")
+                # Not for ordering: the outage lasts a while, so that accept() fails again
+                # and again (every 0.1 s), which trio's serve_listeners logged each time.
+                await trio.sleep(1.5)
+                for stream in held:
+                    await stream.aclose()
+                held.clear()
+                await wait_for_log(b"accepting connections again")
+                # A new worker connects and is served.
+                async with iii_trio.connect_worker(f"ws://127.0.0.1:{port}", name="late") as w:
+                    assert isinstance(await w.trigger("engine::functions::list", {}), dict)
+            nursery.cancel_scope.cancel()
+    finally:
+        with trio.CancelScope(shield=True):
+            for stream in held:
+                await trio.aclose_forcefully(stream)
+            proc.kill()
+            await proc.wait()
+            await proc.stdout.aclose()
+            await proc.stderr.aclose()
+    text = bytes(log).decode()
+    warnings = [line for line in text.splitlines() if "cannot accept connections" in line]
+    assert 1 <= len(warnings) <= 2, text
+    assert all(line.startswith("WARNING ") for line in warnings), text
+    assert "Traceback" not in text and "ERROR" not in text, text
