@@ -185,8 +185,8 @@ def test_the_iii_sdks_fragmenting_fits_with_room_to_spare() -> None:
 
 @pytest.mark.parametrize("server", [True, False])
 def test_assembly_holds_payload_bytes_not_fragment_objects(server: bool) -> None:
-    """4000 two-byte fragments: the reader holds their 8000 bytes, not 4000 objects (which
-    took about 40 bytes each, 20 times the payload)."""
+    """4000 two-byte fragments: the reader holds their 8000 bytes (in one bytearray), not
+    4000 objects (which took about 40 bytes each, 20 times the payload)."""
     fragments = 4000
     wire = _fragmented([b"ab"] * fragments, masked=server, fin=False)
     reader = _reader(server=server)
@@ -203,6 +203,35 @@ def test_assembly_holds_payload_bytes_not_fragment_objects(server: bool) -> None
     assert held < 2 * payload + 1024, held
     reader.feed(_frame(Opcode.CONTINUATION, b"!", masked=server))
     assert _drain(reader) == [(Opcode.BINARY, b"ab" * fragments + b"!")]
+
+
+@pytest.mark.parametrize("server", [True, False])
+def test_fragments_of_every_size_reassemble(server: bool) -> None:
+    # Around the size at which a fragment is kept as a part of its own (4 KiB).
+    sizes = [1, 4095, 4096, 0, 4097, 2, 2, 10_000, 3, 4096, 1]
+    parts = [os.urandom(size) for size in sizes]
+    reader = _reader(server=server)
+    wire = _fragmented(parts, masked=server, opcode=Opcode.TEXT)
+    for cut in range(0, len(wire), 777):  # in arbitrary pieces
+        reader.feed(wire[cut : cut + 777])
+    assert _drain(reader) == [(Opcode.TEXT, b"".join(parts))]
+
+
+def test_alternating_sizes_hold_little_more_than_the_payload() -> None:
+    """The worst case for the parts kept: a tiny fragment between big ones."""
+    parts = [b"x" * (4096 if n % 2 else 1) for n in range(400)]
+    wire = _fragmented(parts, fin=False)
+    reader = _reader()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        reader.feed(wire)
+        assert reader.next_message() is None
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    payload = sum(map(len, parts))
+    assert held < payload * 1.04 + 1024, (held, payload)
 
 
 # --- over loopback TCP ------------------------------------------------------------------------
