@@ -10,6 +10,7 @@ import h11
 import trio
 
 from ._connection import WebSocket
+from ._frames import MAX_MESSAGE_FRAMES
 from ._handshake import (
     MAX_REQUEST_HEAD,
     HandshakeError,
@@ -73,11 +74,15 @@ async def connect_websocket(
     *,
     headers: Sequence[tuple[str, str]] = (),
     max_message_size: int,
+    max_message_frames: int = MAX_MESSAGE_FRAMES,
     connect_timeout: float = CONNECT_TIMEOUT,
     ssl_context: ssl.SSLContext | None = None,
     dialer: Dialer | None = None,
 ) -> WebSocket:
     """Connect and complete the opening handshake.
+
+    ``max_message_size`` and ``max_message_frames`` bound what the server may send (see
+    :class:`WebSocket`).
 
     Raises:
         ValueError: ``url`` is not a ws:// or wss:// URL.
@@ -106,20 +111,40 @@ async def connect_websocket(
             await trio.aclose_forcefully(stream)
             raise
         return WebSocket(
-            stream, is_client=True, leftover=leftover, max_message_size=max_message_size
+            stream,
+            is_client=True,
+            leftover=leftover,
+            max_message_size=max_message_size,
+            max_message_frames=max_message_frames,
         )
     where = "the in-memory engine" if dialer is not None else f"{target.host}:{target.port}"
     raise trio.TooSlowError(f"no WebSocket upgrade from {where} within {connect_timeout:g}s")
 
 
 async def _read_response(stream: trio.abc.Stream, conn: h11.Connection, key: str) -> bytes:
+    """Read the server's answer: the bytes after a valid 101, or raise its refusal.
+
+    The answer's head is read without ever reading past :data:`MAX_REQUEST_HEAD` bytes (all
+    informational answers before it included); a refusal's body is read to its end (within
+    the connect timeout), and its first 4 KiB kept.
+    """
     body = bytearray()
     status = 0
+    received = 0  # bytes read before the final answer's head was complete
     try:
         while True:
             event = conn.next_event()
             if event is h11.NEED_DATA:
-                conn.receive_data(bytes(await stream.receive_some(MAX_REQUEST_HEAD)))
+                if not status:
+                    if received >= MAX_REQUEST_HEAD:
+                        raise HandshakeError(
+                            f"the server's answer head is over {MAX_REQUEST_HEAD} bytes"
+                        )
+                    data = await stream.receive_some(MAX_REQUEST_HEAD - received)
+                    received += len(data)
+                else:
+                    data = await stream.receive_some(MAX_REQUEST_HEAD)
+                conn.receive_data(bytes(data))
             elif isinstance(event, h11.InformationalResponse):
                 if event.status_code == 101:
                     check_accept(event, key)

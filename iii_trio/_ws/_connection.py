@@ -35,6 +35,7 @@ import trio
 from ._closing import ClosingSocket, ConnectionClosed, State
 from ._frames import (
     ABNORMAL_CLOSURE,
+    MAX_MESSAGE_FRAMES,
     NO_STATUS,
     NORMAL_CLOSURE,
     FrameError,
@@ -68,6 +69,8 @@ class WebSocket(ClosingSocket):
         is_client: masks outgoing frames and expects unmasked ones when True.
         leftover: bytes the handshake read past its end.
         max_message_size: largest data message accepted (larger → close 1009).
+        max_message_frames: most frames one fragmented message may span, control frames
+            between its fragments included (more → close 1008).
         receive_size: bytes asked of the transport per read.
     """
 
@@ -78,12 +81,17 @@ class WebSocket(ClosingSocket):
         is_client: bool,
         leftover: bytes = b"",
         max_message_size: int,
+        max_message_frames: int = MAX_MESSAGE_FRAMES,
         receive_size: int = RECEIVE_SIZE,
     ) -> None:
         super().__init__()
         self._stream = stream
         self._is_client = is_client
-        self._reader = FrameReader(expect_masked=not is_client, max_message_size=max_message_size)
+        self._reader = FrameReader(
+            expect_masked=not is_client,
+            max_message_size=max_message_size,
+            max_message_frames=max_message_frames,
+        )
         if leftover:
             self._reader.feed(leftover)
         self._receive_size = receive_size
@@ -106,6 +114,7 @@ class WebSocket(ClosingSocket):
 
     async def _receive(self) -> str | bytes:
         reader = self._reader
+        pong: bytes | None = None  # the payload of the latest ping not answered yet
         while True:
             if self._failure is not None:  # the reader is poisoned after a protocol error
                 raise ConnectionClosed(*self._failure)
@@ -115,9 +124,21 @@ class WebSocket(ClosingSocket):
                 await self._fail(exc.code, exc.reason)
                 raise ConnectionClosed(exc.code, exc.reason) from exc
             if event is None:
+                if pong is not None:
+                    await self._pong(pong)
+                    pong = None
                 await self._read_more()
                 continue
             opcode, payload = event
+            if opcode == Opcode.PING:
+                # Pings read together get one pong, for the latest of them (RFC 6455 section
+                # 5.5.3 allows it), sent before anything else happens: a flood of pings costs
+                # a frame parse each, not a write each, and never queues anything.
+                pong = payload
+                continue
+            if pong is not None:
+                await self._pong(pong)
+                pong = None
             if opcode == Opcode.BINARY:
                 return payload
             if opcode == Opcode.TEXT:
@@ -126,12 +147,6 @@ class WebSocket(ClosingSocket):
                 except UnicodeDecodeError as exc:
                     await self._fail(1007, "text message is not valid UTF-8")
                     raise ConnectionClosed(1007, "text message is not valid UTF-8") from exc
-            if opcode == Opcode.PING:
-                if self._state is State.OPEN:
-                    await self._send_frames(
-                        [encode_frame(Opcode.PONG, payload, mask=self._is_client)]
-                    )
-                continue
             if opcode == Opcode.PONG:
                 waiter = self._pings.pop(bytes(payload), None)
                 if waiter is not None:
@@ -145,6 +160,10 @@ class WebSocket(ClosingSocket):
                 raise ConnectionClosed(exc.code, exc.reason) from exc
             await self._on_peer_close(code, reason)
             raise ConnectionClosed(code, reason)
+
+    async def _pong(self, payload: bytes) -> None:
+        if self._state is State.OPEN:
+            await self._send_frames([encode_frame(Opcode.PONG, payload, mask=self._is_client)])
 
     async def _read_more(self) -> None:
         sock = self._socket

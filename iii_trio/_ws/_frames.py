@@ -2,7 +2,7 @@
 
 Fragmented messages are reassembled; control frames may interleave with fragments. Every
 violation raises :class:`FrameError` carrying the close code to send (1002 protocol error,
-1007 bad UTF-8, 1009 too big). No trio import.
+1007 bad UTF-8, 1008 too many frames in one message, 1009 too big). No trio import.
 """
 
 from __future__ import annotations
@@ -139,6 +139,17 @@ def _mask_key() -> bytes:
     return key
 
 
+#: Frames one fragmented message may span, control frames sent between its fragments
+#: included. Peers that fragment at all use few, large fragments (the official iii Python SDK
+#: sends 1 MiB continuation frames, 80 for an 80 MiB message; browsers and Node's ``ws`` do
+#: not fragment), so this leaves them a wide margin while a message of tiny or empty
+#: fragments, which costs a parse per frame and never reaches the byte limit, is cut off.
+MAX_MESSAGE_FRAMES: Final = 4096
+
+#: Fragments of at least this many bytes are kept as parts of their own while a message is
+#: assembled; smaller ones are gathered into a bytearray (see :class:`FrameReader`).
+_OWN_PART: Final = 4096
+
 #: Opcode members by value, so the parser need not call ``Opcode(value)`` (an enum lookup
 #: through ``EnumType.__call__``) for every frame.
 _OPCODES: Final = {op.value: op for op in Opcode}
@@ -162,13 +173,31 @@ class FrameReader:
     once everything in it was parsed after a small read, so an idle connection holds no
     buffer.
 
+    A fragmented message is kept as it arrives in a list of parts: a fragment of at least
+    :data:`_OWN_PART` bytes is a part of its own (no copy beyond the one that unmasks it,
+    and one join at the end, as for any message), smaller ones are appended to a
+    ``bytearray`` part. So the memory one holds is its payload bytes plus at most about 3%
+    (two objects per 4 KiB in the worst case), however many frames it came in: a list of
+    2-byte fragments took 20 times their size. Its frames are counted against
+    ``max_message_frames`` and its bytes against ``max_message_size``.
+
     Args:
         expect_masked: True on the server side (client frames must be masked), False on the
             client side (server frames must not be).
-        max_message_size: the largest data message accepted, after reassembly.
+        max_message_size: the largest data message accepted, after reassembly (larger →
+            close 1009).
+        max_message_frames: the most frames one fragmented message may span, counting the
+            control frames that arrive between its first and last fragment (more → close
+            1008). An unfragmented message is one frame.
     """
 
-    def __init__(self, *, expect_masked: bool, max_message_size: int) -> None:
+    def __init__(
+        self,
+        *,
+        expect_masked: bool,
+        max_message_size: int,
+        max_message_frames: int = MAX_MESSAGE_FRAMES,
+    ) -> None:
         self._buf = bytearray()
         self._view = memoryview(self._buf)
         self._start = 0
@@ -182,9 +211,13 @@ class FrameReader:
         self._max_read = _MIN_READ
         self._expect_masked = expect_masked
         self._max_message_size = max_message_size
-        self._fragments: list[bytes] = []
+        self._max_message_frames = max_message_frames
+        #: The fragmented message being assembled: its opcode (None between messages), its
+        #: payload so far, its size and how many frames it took so far.
         self._fragment_opcode: Opcode | None = None
+        self._fragments: list[bytes | bytearray] = []
         self._fragment_size = 0
+        self._fragment_frames = 0
 
     def feed(self, data: bytes | bytearray | memoryview) -> None:
         """Append received bytes."""
@@ -336,9 +369,12 @@ class FrameReader:
                     raise FrameError(PROTOCOL_ERROR, "fragmented control frame")
                 if length > 125:
                     raise FrameError(PROTOCOL_ERROR, "control frame payload over 125 bytes")
+                if self._fragment_opcode is not None:
+                    self._check_frame_count()  # a ping between fragments costs a frame too
             elif opcode == Opcode.CONTINUATION:
                 if self._fragment_opcode is None:
                     raise FrameError(PROTOCOL_ERROR, "continuation frame with nothing to continue")
+                self._check_frame_count()
             elif self._fragment_opcode is not None:
                 raise FrameError(PROTOCOL_ERROR, "new data frame inside a fragmented message")
             if opcode < Opcode.CLOSE and self._fragment_size + length > self._max_message_size:
@@ -354,25 +390,51 @@ class FrameReader:
                 return None
             view = self._view
             begin = start + offset
-            if masked:
-                payload = apply_mask(view[begin : start + end], bytes(view[begin - 4 : begin]))
-            else:
-                payload = bytes(view[begin : start + end])
             self._start = start + end
-            if opcode >= Opcode.CLOSE or (fin and opcode != Opcode.CONTINUATION):
+            if fin and opcode != Opcode.CONTINUATION:
+                # A whole message, or a control frame (never fragmented): the common case.
+                if masked:
+                    payload = apply_mask(view[begin : start + end], bytes(view[begin - 4 : begin]))
+                else:
+                    payload = bytes(view[begin : start + end])
+                if self._fragment_opcode is not None and opcode >= Opcode.CLOSE:
+                    self._fragment_frames += 1
                 return opcode, payload
+            # A fragment of the message being assembled.
             if opcode != Opcode.CONTINUATION:
                 self._fragment_opcode = opcode
-            self._fragments.append(payload)
+            parts = self._fragments
+            data: bytes | memoryview = (
+                apply_mask(view[begin : start + end], bytes(view[begin - 4 : begin]))
+                if masked
+                else view[begin : start + end]
+            )
+            if length >= _OWN_PART:
+                parts.append(data if isinstance(data, bytes) else bytes(data))
+            elif parts and type(parts[-1]) is bytearray:
+                parts[-1] += data  # in place: the bytearray grows
+            else:
+                parts.append(bytearray(data))
             self._fragment_size += length
+            self._fragment_frames += 1
             if fin:
                 message_opcode = self._fragment_opcode
                 assert message_opcode is not None
-                message = b"".join(self._fragments)
+                message = b"".join(parts)
                 self._fragments = []
                 self._fragment_opcode = None
                 self._fragment_size = 0
+                self._fragment_frames = 0
                 return message_opcode, message
+
+    def _check_frame_count(self) -> None:
+        """Refuse the next frame of a fragmented message if it already took the most frames
+        allowed (checked from the header: before that frame's payload arrives)."""
+        if self._fragment_frames >= self._max_message_frames:
+            raise FrameError(
+                POLICY_VIOLATION,
+                f"message fragmented into more than {self._max_message_frames} frames",
+            )
 
 
 __all__ = [
@@ -380,6 +442,7 @@ __all__ = [
     "GOING_AWAY",
     "INTERNAL_ERROR",
     "INVALID_DATA",
+    "MAX_MESSAGE_FRAMES",
     "MESSAGE_TOO_BIG",
     "NORMAL_CLOSURE",
     "NO_STATUS",

@@ -6,15 +6,19 @@ import base64
 import binascii
 import hashlib
 import os
-from collections.abc import Iterable
+import re
+from collections.abc import Iterable, Sequence
+from http import HTTPStatus
 from typing import Final, final
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, unquote_plus, urlsplit
 
 import attrs
 import h11
 
 _GUID: Final = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
-#: Largest request head (request line + headers) we read before answering 431.
+#: Largest HTTP head (request or status line, headers and the blank line ending them) read
+#: during the handshake, in bytes: a server answers a longer request with 431, a client gives
+#: up on a longer answer. Nothing past it is ever read before the head is complete.
 MAX_REQUEST_HEAD: Final = 16 * 1024
 
 
@@ -26,12 +30,22 @@ class HandshakeError(Exception):
         status: the HTTP status the server answered (client side) or should answer
             (server side); 0 when there was no HTTP answer at all.
         body: the response body, if any.
+        headers: extra headers the server's answer should carry (``Allow`` with a 405,
+            ``Upgrade`` with a 426).
     """
 
-    def __init__(self, message: str, *, status: int = 0, body: str = "") -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int = 0,
+        body: str = "",
+        headers: Sequence[tuple[str, str]] = (),
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.body = body
+        self.headers = list(headers)
 
 
 def accept_key(key: str) -> str:
@@ -49,6 +63,11 @@ class HandshakeRequest:
     key: str
 
 
+#: What a 426 answer carries: the protocol to upgrade to (RFC 9110 section 15.5.22) and the
+#: WebSocket version we speak (RFC 6455 section 4.4).
+_UPGRADE_REQUIRED: Final = (("Upgrade", "websocket"), ("Sec-WebSocket-Version", "13"))
+
+
 def _tokens(value: str) -> set[str]:
     return {token.strip().lower() for token in value.split(",")}
 
@@ -63,15 +82,23 @@ def parse_request(event: h11.Request) -> HandshakeRequest:
         (name.decode("latin-1"), value.decode("latin-1")) for name, value in event.headers
     )
     if event.method != b"GET":
-        raise HandshakeError("only GET can open a WebSocket", status=405)
+        raise HandshakeError(
+            "only GET can open a WebSocket", status=405, headers=[("Allow", "GET")]
+        )
+    if event.http_version != b"1.1":  # RFC 6455 section 4.1; h11 speaks 1.0 and 1.1 only
+        raise HandshakeError("a WebSocket upgrade needs HTTP/1.1", status=400)
     if "websocket" not in _tokens(headers.get("upgrade", "")) or "upgrade" not in _tokens(
         headers.get("connection", "")
     ):
         raise HandshakeError(
-            "this endpoint speaks WebSocket only (missing 'Upgrade: websocket')", status=426
+            "this endpoint speaks WebSocket only (missing 'Upgrade: websocket')",
+            status=426,
+            headers=_UPGRADE_REQUIRED,
         )
     if headers.get("sec-websocket-version", "").strip() != "13":
-        raise HandshakeError("unsupported Sec-WebSocket-Version (need 13)", status=426)
+        raise HandshakeError(
+            "unsupported Sec-WebSocket-Version (need 13)", status=426, headers=_UPGRADE_REQUIRED
+        )
     key = headers.get("sec-websocket-key", "").strip()
     try:
         if len(base64.b64decode(key, validate=True)) != 16:
@@ -118,20 +145,56 @@ def accept_response(request: HandshakeRequest) -> h11.InformationalResponse:
 
 
 def reject_events(
-    status: int, body: str, extra_headers: list[tuple[str, str]] | None = None
+    status: int,
+    body: str,
+    extra_headers: Sequence[tuple[str, str]] = (),
+    *,
+    head: bool = False,
 ) -> list[h11.Response | h11.Data | h11.EndOfMessage]:
+    """An HTTP error answer that closes the connection: a plain-text ``body``, or only its
+    headers when ``head`` (the answer to a HEAD request has no body)."""
     payload = body.encode("utf-8")
     headers = [
         ("Content-Type", "text/plain; charset=utf-8"),
         ("Content-Length", str(len(payload))),
         ("Connection", "close"),
-        *(extra_headers or []),
+        *extra_headers,
     ]
-    return [
-        h11.Response(status_code=status, headers=headers),
-        h11.Data(data=payload),
-        h11.EndOfMessage(),
-    ]
+    try:
+        reason = HTTPStatus(status).phrase
+    except ValueError:
+        reason = ""
+    response = h11.Response(status_code=status, headers=headers, reason=reason)
+    if head:
+        return [response, h11.EndOfMessage()]
+    return [response, h11.Data(data=payload), h11.EndOfMessage()]
+
+
+#: ``name=value`` pairs, as in a query string (or the repr of one in an h11 error message).
+_PARAM: Final = re.compile(r"(?<![\w%.+-])([\w%.+-]+)=([^&\s#]*)")
+#: Query parameters that carry secrets: the engine token and channel access keys.
+_SECRET_PARAMS: Final = frozenset({"token", "key"})
+#: Credentials in headers: an ``Authorization`` (or ``Proxy-Authorization``) value, to the
+#: end of its line, and any bearer token wherever it shows up.
+_SECRET_HEADER: Final = re.compile(r"(?i)(authorization\s*:\s*)[^\r\n]*|(bearer\s+)[^\s,]+")
+REDACTED: Final = "<redacted>"
+
+
+def _redact_param(match: re.Match[str]) -> str:
+    # Decoded as parse_qs decodes names, so that ``?tok%65n=`` is caught as ``token`` is.
+    if unquote_plus(match[1]).lower() in _SECRET_PARAMS:
+        return f"{match[1]}={REDACTED}"
+    return match[0]
+
+
+def redact(text: str) -> str:
+    """``text`` (a request target, or an error message quoting part of a request) with the
+    values of ``token`` and ``key`` parameters and of ``Authorization`` headers replaced by
+    ``<redacted>``, for logs and error answers. Errs on the side of hiding too much: a value
+    runs to the next ``&``, whitespace or ``#`` (and a header's to the end of its line)."""
+    if "=" in text:
+        text = _PARAM.sub(_redact_param, text)
+    return _SECRET_HEADER.sub(lambda m: f"{m[1] or m[2]}{REDACTED}", text)
 
 
 @attrs.frozen(kw_only=True)

@@ -235,7 +235,11 @@ class ChannelBroker:
             )
         channel.attach(end)
         handler = partial(self._serve_writer if writing else self._serve_reader, channel)
-        return Accept(handler, max_message_size=self._config.max_channel_frame)
+        return Accept(
+            handler,
+            max_message_size=self._config.max_channel_frame,
+            max_message_frames=self._config.max_message_frames,
+        )
 
     # --- the two ends ----------------------------------------------------------------------
 

@@ -50,6 +50,9 @@ class EngineConfig:
         max_message_size: largest control message accepted, in bytes. iii's SDKs send up to
             64 MiB, so the default leaves room above that.
         max_channel_frame: largest single data frame on a channel socket, in bytes.
+        max_message_frames: most WebSocket frames one fragmented message may span (control
+            frames between its fragments count too); past it the connection is closed with
+            1008. iii's SDKs fragment only above 16 MiB, into 1 MiB frames.
         channel_buffer_bytes: bytes a channel buffers between writer and reader before the
             engine stops reading the writer (backpressure).
         channel_memory_limit: bytes all channels together may buffer. Past it, a writer whose
@@ -86,6 +89,7 @@ class EngineConfig:
     token: str | None = None
     max_message_size: int = attrs.field(default=80 * MiB, validator=_positive)
     max_channel_frame: int = attrs.field(default=16 * MiB, validator=_positive)
+    max_message_frames: int = attrs.field(default=4096, validator=_positive)
     channel_buffer_bytes: int = attrs.field(default=8 * MiB, validator=_positive)
     channel_memory_limit: int = attrs.field(default=256 * MiB, validator=_positive)
     channel_ttl: float = attrs.field(default=300.0, validator=_positive)

@@ -264,12 +264,18 @@ class Engine:
         path = request.path
         if path == "/":
             return Accept(
-                partial(self._serve_worker, peer), max_message_size=self.config.max_message_size
+                partial(self._serve_worker, peer),
+                max_message_size=self.config.max_message_size,
+                max_message_frames=self.config.max_message_frames,
             )
         if path.startswith(CHANNEL_PATH):
             return self._broker.route(request, peer)
         if path == "/otel":
-            return Accept(_drain_telemetry, max_message_size=self.config.max_message_size)
+            return Accept(
+                _drain_telemetry,
+                max_message_size=self.config.max_message_size,
+                max_message_frames=self.config.max_message_frames,
+            )
         return Reject(404, f"no endpoint at {path}; workers connect to /\n")
 
     # --- worker connections ----------------------------------------------------------------

@@ -9,6 +9,7 @@ from .._codes import READER_CLOSED as READER_CLOSED
 from .._codes import READER_LOST as READER_LOST
 from .._codes import WRITER_ABORTED as WRITER_ABORTED
 from .._codes import WRITER_LOST as WRITER_LOST
+from ._codec import MAX_TIMEOUT_MS as MAX_TIMEOUT_MS
 from ._codec import UNKNOWN_TYPE as UNKNOWN_TYPE
 from ._codec import channel_ids as channel_ids
 from ._codec import decode as decode

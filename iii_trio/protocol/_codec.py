@@ -34,6 +34,12 @@ from ._messages import (
 
 #: Wire tag ``unknown``: the message had a ``type`` this engine does not know.
 UNKNOWN_TYPE: Final = "unknown_type"
+#: The largest ``timeout_ms`` accepted: 2**53 - 1, the largest integer every JSON peer holds
+#: exactly (JavaScript's ``Number.MAX_SAFE_INTEGER``), about 285,000 years. Any deadline is
+#: far below it (the engine caps deadlines at ``EngineConfig.max_invocation_timeout``), and
+#: below it ``timeout_ms / 1000`` is an ordinary float: a larger integer (JSON allows any
+#: number of digits) would overflow float arithmetic wherever it is used.
+MAX_TIMEOUT_MS: Final = 2**53 - 1
 
 
 def _structure_action(value: Any, _: Any) -> Action | None:
@@ -471,8 +477,12 @@ def _validate(msg: Message) -> None:
             raise RemoteProtocolError(f"invocation_id {msg.invocation_id!r} is not a UUID")
         if not msg.function_id:
             raise RemoteProtocolError("function_id must not be empty")
-    if isinstance(msg, InvokeFunction) and msg.timeout_ms is not None and msg.timeout_ms < 0:
-        raise RemoteProtocolError("timeout_ms must not be negative")
+    if (
+        isinstance(msg, InvokeFunction)
+        and msg.timeout_ms is not None
+        and not 0 <= msg.timeout_ms <= MAX_TIMEOUT_MS
+    ):
+        raise RemoteProtocolError(f"timeout_ms must be an integer from 0 to {MAX_TIMEOUT_MS}")
 
 
 def _describe(exc: BaseException) -> str:
@@ -484,6 +494,7 @@ def _describe(exc: BaseException) -> str:
 
 __all__ = [
     "INVALID_MESSAGE",
+    "MAX_TIMEOUT_MS",
     "UNKNOWN_TYPE",
     "channel_ids",
     "decode",

@@ -88,6 +88,7 @@ _BY_ANNOTATION: dict[str, st.SearchStrategy[object]] = {
 _OVERRIDES: dict[tuple[type[object], str], st.SearchStrategy[object]] = {
     (InvokeFunction, "invocation_id"): st.none() | uuid_text,
     (InvokeFunction, "function_id"): non_empty_text,
+    (InvokeFunction, "timeout_ms"): st.none() | st.integers(0, proto.MAX_TIMEOUT_MS),
     (InvocationResult, "invocation_id"): uuid_text,
     (InvocationResult, "function_id"): non_empty_text,
 }
@@ -581,3 +582,26 @@ def test_bytes_and_text_agree() -> None:
     msg = Ping()
     assert decode(b'{"type":"ping"}') == decode('{"type":"ping"}') == msg
     assert decode(bytearray(b'{"type":"ping"}')) == msg  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "timeout_ms",
+    [proto.MAX_TIMEOUT_MS + 1, 10**400, -(10**400), -1],
+    ids=["2**53", "1e400", "-1e400", "-1"],
+)
+def test_timeout_ms_out_of_range(timeout_ms: int) -> None:
+    # 10**400 parsed fine and then overflowed ``timeout_ms / 1000`` in the engine (issue 14).
+    text = f'{{"type":"invokefunction","function_id":"f","timeout_ms":{timeout_ms}}}'
+    with pytest.raises(RemoteProtocolError, match="timeout_ms") as info:
+        decode(text)
+    assert info.value.hint == INVALID_MESSAGE
+    assert len(str(info.value)) < 100  # the number itself is not repeated back
+
+
+@pytest.mark.parametrize("timeout_ms", [0, 1, proto.MAX_TIMEOUT_MS])
+def test_timeout_ms_in_range(timeout_ms: int) -> None:
+    msg = decode(f'{{"type":"invokefunction","function_id":"f","timeout_ms":{timeout_ms}}}')
+    assert msg == InvokeFunction(function_id="f", timeout_ms=timeout_ms)
+    assert isinstance(msg, InvokeFunction) and msg.timeout_ms is not None
+    assert math.isfinite(msg.timeout_ms / 1000)
+    assert_reencodes(msg)
