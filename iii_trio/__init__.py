@@ -24,6 +24,8 @@ from ._errors import RemoteProtocolError as RemoteProtocolError
 from ._errors import Unauthorized as Unauthorized
 from ._errors import WorkerDisconnected as WorkerDisconnected
 from ._errors import WorkerOverloaded as WorkerOverloaded
+
+#: The version of this iii_trio package.
 from ._version import __version__ as __version__
 from .engine import Engine as Engine
 from .engine import EngineConfig as EngineConfig
