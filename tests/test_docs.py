@@ -5,12 +5,19 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
 
+import attrs
+
 import iii_trio
+from iii_trio import _codes
+from iii_trio._errors import invocation_error
+from iii_trio.engine._builtins import BUILTINS
+from iii_trio.protocol import UNKNOWN_TYPE, WIRE_NAMES, ErrorBody
 
 ROOT = Path(__file__).parents[1]
 
@@ -132,6 +139,79 @@ def test_docstring_sections_become_markdown() -> None:
         "",
         "- `ValueError`, `trio.BusyResourceError`: when it fails.",
     ]
+
+
+# --- docs/protocol.md ---------------------------------------------------------------------------
+
+PROTOCOL = ROOT / "docs" / "protocol.md"
+
+
+def _protocol_sections() -> dict[str, str]:
+    """docs/protocol.md by heading (the heading line, then its text up to the next heading)."""
+    sections: dict[str, str] = {}
+    heading = ""
+    for line in PROTOCOL.read_text().splitlines():
+        if line.startswith("#"):
+            heading = line
+            sections[heading] = ""
+        sections[heading] = sections.get(heading, "") + line + "\n"
+    return sections
+
+
+def test_protocol_doc_is_self_contained() -> None:
+    text = PROTOCOL.read_text()
+    assert "shared/" not in text and "/work/" not in text
+    for target in re.findall(r"\]\(([^)#]+)(?:#[^)]*)?\)", text):
+        if not target.startswith(("http://", "https://")):
+            assert (PROTOCOL.parent / target).exists(), (
+                f"link to a file users do not have: {target}"
+            )
+    anchors = {gen_api.slug(line.lstrip("#")) for line in text.splitlines() if line.startswith("#")}
+    for anchor in re.findall(r"\]\(#([^)]+)\)", text):
+        assert anchor in anchors, f"link to a missing heading: #{anchor}"
+
+
+def test_protocol_doc_lists_every_code() -> None:
+    text = PROTOCOL.read_text()
+    codes = {
+        name: value
+        for name, value in vars(_codes).items()
+        if name.isupper() and isinstance(value, str | int)
+    }
+    assert codes
+    for name, value in codes.items():
+        if isinstance(value, str):
+            assert f"`{value}`" in text, f"{name} ({value!r}) is not in docs/protocol.md"
+        else:
+            assert re.search(rf"^\|[^\n]*\b{value}\b", text, re.MULTILINE), (
+                f"close code {name} ({value}) is in no table of docs/protocol.md"
+            )
+    assert f"`{UNKNOWN_TYPE}`" in text
+
+
+def test_protocol_doc_names_the_right_exception_for_each_invocation_code() -> None:
+    table = _protocol_sections()["### In `invocationresult.error.code`"]
+    rows = re.findall(r"^\| `([a-z_]+)` \|.*\| `(\w+)` \|$", table, re.MULTILINE)
+    assert len(rows) >= 10
+    for code, exception in rows:
+        expected = type(invocation_error(code, "message")).__name__
+        assert exception == expected, f"{code}: the SDK raises {expected}, the doc says {exception}"
+
+
+def test_protocol_doc_shows_every_message_and_field() -> None:
+    sections = _protocol_sections()
+    for cls, tag in WIRE_NAMES.items():
+        found = [body for heading, body in sections.items() if f"`{tag}`" in heading]
+        assert found, f"no section for message type {tag!r}"
+        assert f'"type":"{tag}"' in found[0], f"no JSON example for {tag!r}"
+        assert attrs.has(cls)
+        for field in attrs.fields(cls):
+            assert f"`{field.name}`" in found[0], f"{tag}.{field.name} is not in its table"
+    text = PROTOCOL.read_text()
+    for field in attrs.fields(ErrorBody):
+        assert f"`{field.name}`" in text
+    for function_id in BUILTINS:
+        assert any(f"`{function_id}`" in heading for heading in sections), function_id
 
 
 def test_cli_help_everywhere() -> None:
