@@ -629,11 +629,22 @@ def _is_protocol(cls: type) -> bool:
 
 
 def _class_block(cls: type) -> list[str]:
-    """``class Name(constructor parameters)``, as it is called."""
-    signature = None if _is_protocol(cls) else _signature(cls)
+    """``class Name(constructor parameters)``, as it is called: the parameters of the package's
+    own ``__init__`` (not of a metaclass that may guard it), else whatever ``inspect`` finds."""
+    if _is_protocol(cls):
+        return _fence([f"class {cls.__name__}"], "python")
+    owner = next((c for c in cls.__mro__ if "__init__" in c.__dict__), object)
+    init = owner.__dict__.get("__init__")
+    signature = None
+    if init is not None and owner.__module__.startswith(PACKAGE):
+        signature = _signature(init)
+        if signature is not None:
+            parameters = list(signature.parameters.values())[1:]  # self
+            signature = signature.replace(parameters=parameters)
+    if signature is None:
+        signature = _signature(cls)
     if signature is None:
         return _fence([f"class {cls.__name__}"], "python")
-    init = next((c.__dict__["__init__"] for c in cls.__mro__ if "__init__" in c.__dict__), None)
     params = _parameters(
         signature.replace(return_annotation=inspect.Signature.empty), _source_defaults(init)
     )
