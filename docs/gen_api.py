@@ -449,11 +449,13 @@ def _prose(lines: Sequence[str], link: Linker, owner: str | None) -> list[str]:
 
 
 def _render_section(section: Section, link: Linker, owner: str | None) -> list[str]:
+    """A section as Markdown, with a blank line after it (prose that follows must not run on
+    into its last list item)."""
     out = ["", f"**{section.title}:**", ""]
     if section.title not in _ENTRY_SECTIONS:
         if section.title.startswith("Example"):
             return [*out[:-1], *_fence(section.lines, "text")]
-        return [*out, *link.text("\n".join(section.lines), owner).split("\n")]
+        return [*out, *link.text("\n".join(section.lines), owner).split("\n"), ""]
     for item in section.items():
         text = link.text(item.text, owner)
         if not item.name:
@@ -465,7 +467,7 @@ def _render_section(section: Section, link: Linker, owner: str | None) -> list[s
             names = f"`{item.name}`"
         kind = f" ({link.text(item.type)})" if item.type else ""
         out.append(f"- {names}{kind}: {text}" if text else f"- {names}{kind}")
-    return out
+    return [*out, ""]
 
 
 def render_doc(
@@ -479,7 +481,7 @@ def render_doc(
                 out.extend(_render_section(part, link, owner))
         else:
             out.extend(_prose(part, link, owner))
-    return out
+    return [line for i, line in enumerate(out) if line or (i and out[i - 1])]
 
 
 # --- signatures ------------------------------------------------------------------------------

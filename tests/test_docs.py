@@ -118,6 +118,8 @@ def test_docstring_sections_become_markdown() -> None:
             "",
             "Raises:",
             "    ValueError, trio.BusyResourceError: when it fails.",
+            "",
+            "Prose after a section is its own paragraph.",
         ]
     )
     linker = gen_api.Linker({"Worker.trigger": "workertrigger"})
@@ -130,7 +132,6 @@ def test_docstring_sections_become_markdown() -> None:
         "await do_it()",
         "```",
         "",
-        "",
         "**Arguments:**",
         "",
         "- `x`: the `x`, over two lines.",
@@ -138,6 +139,8 @@ def test_docstring_sections_become_markdown() -> None:
         "**Raises:**",
         "",
         "- `ValueError`, `trio.BusyResourceError`: when it fails.",
+        "",
+        "Prose after a section is its own paragraph.",
     ]
 
 
