@@ -63,11 +63,12 @@ class EngineStatistics:
         workers: connected workers.
         functions: registered functions.
         invocations: invocations in flight.
-        channels: live channels; ``channels_finished``: channels that ended so far.
-        channel_buffered_bytes: bytes of channel data held now (``channel_memory_limit``);
-            ``channel_buffered_peak``: the most held at once.
-        outbox_bytes: bytes queued for all worker connections now; ``outbox_peak``: the most
-            one connection held at once (``outbox_hard_limit``).
+        channels: live channels.
+        channels_finished: channels that ended so far.
+        channel_buffered_bytes: bytes of channel data held now (``channel_memory_limit``).
+        channel_buffered_peak: the most channel data held at once.
+        outbox_bytes: bytes queued for all worker connections now.
+        outbox_peak: the most one connection had queued at once (``outbox_hard_limit``).
         calls_refused: calls failed with ``worker_overloaded`` (``outbox_limit``).
         slow_consumers_dropped: connections dropped over ``outbox_hard_limit`` or
             ``outbox_max_messages``.
@@ -464,6 +465,9 @@ class LocalDialer:
     As a plain dialer (``await dialer()``) it gives an in-memory byte stream, like
     :meth:`Engine.connect_in_memory`; :func:`connect_worker` instead asks it for whole
     message sockets (:meth:`open_websocket`), so nothing is framed or copied.
+
+    Attributes:
+        engine: the engine it connects to.
     """
 
     engine: Engine

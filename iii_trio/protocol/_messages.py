@@ -35,7 +35,11 @@ class ActionVoid:
 
 @attrs.frozen(kw_only=True)
 class ActionEnqueue:
-    """``{"type": "enqueue", "queue": ...}``: hand the call to a queue worker."""
+    """``{"type": "enqueue", "queue": ...}``: hand the call to a queue worker.
+
+    Attributes:
+        queue: the name of the queue.
+    """
 
     queue: str
 
@@ -236,7 +240,13 @@ Direction: TypeAlias = Literal["read", "write"]
 
 @attrs.frozen(kw_only=True)
 class StreamChannelRef:
-    """A serializable reference to one end of a channel (iii's ``StreamChannelRef``)."""
+    """A serializable reference to one end of a channel (iii's ``StreamChannelRef``).
+
+    Attributes:
+        channel_id: the channel's id (a UUID made by the engine).
+        access_key: the secret that opens this end (one per end); never logged.
+        direction: ``"read"`` for the reader's end, ``"write"`` for the writer's.
+    """
 
     channel_id: str
     access_key: str

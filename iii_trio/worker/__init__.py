@@ -14,6 +14,8 @@ from ._channels import ChannelWriter as ChannelWriter
 from ._connect_worker import connect_worker as connect_worker
 from ._files import receive_file as receive_file
 from ._files import send_file as send_file
+from ._streaming import ReaderCall as ReaderCall
+from ._streaming import WriterCall as WriterCall
 from ._triggers import TriggerBinding as TriggerBinding
 from ._triggers import TriggerError as TriggerError
 from ._triggers import TriggerHandler as TriggerHandler

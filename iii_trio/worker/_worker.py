@@ -73,7 +73,11 @@ F = TypeVar("F", bound=Callable[..., Any])
 @final
 @attrs.frozen
 class FunctionRef:
-    """A registered function; ``unregister()`` stops serving it."""
+    """A registered function; ``unregister()`` stops serving it.
+
+    Attributes:
+        function_id: the function's id.
+    """
 
     function_id: str
     _worker: Worker
