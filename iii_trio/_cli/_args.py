@@ -7,6 +7,8 @@ import json
 import math
 from typing import Any, NoReturn
 
+import attrs
+
 from .._version import __version__
 from ..engine import EngineConfig
 from ..engine._config import DEFAULT_HOST, DEFAULT_PORT
@@ -14,6 +16,32 @@ from ..worker._worker import DEFAULT_URL
 from ._report import EXIT_CODES, EXIT_USAGE
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+#: Older, shorter names of some engine flags, still accepted.
+_FLAG_ALIASES: dict[str, tuple[str, ...]] = {
+    "channel_buffer_bytes": ("--channel-buffer",),
+    "channel_memory_limit": ("--channel-memory",),
+}
+
+
+def _field_descriptions(doc: str) -> dict[str, str]:
+    """``name: text`` entries of a Google-style ``Attributes:`` section, one line each."""
+    found: dict[str, str] = {}
+    lines = doc.split("Attributes:", 1)[-1].splitlines()
+    current = ""
+    for line in lines:
+        stripped = line.strip()
+        head, sep, rest = stripped.partition(": ")
+        if (
+            sep
+            and head.isidentifier()
+            and line.startswith(" " * 8)
+            and not line.startswith(" " * 12)
+        ):
+            current = head
+            found[current] = rest
+        elif current and stripped:
+            found[current] += " " + stripped
+    return found
 
 
 class _Parser(argparse.ArgumentParser):
@@ -29,6 +57,13 @@ class _Parser(argparse.ArgumentParser):
 def seconds(text: str) -> float:
     """A finite number of seconds > 0."""
     return _positive(text, "a number of seconds")
+
+
+def optional_seconds(text: str) -> float | None:
+    """A number of seconds > 0, or ``off``/``0`` for none."""
+    if text.strip().lower() in ("off", "0", "none"):
+        return None
+    return _positive(text, "a number of seconds (or 'off')")
 
 
 def megabytes(text: str) -> float:
@@ -164,37 +199,30 @@ def _add_engine(engine: argparse.ArgumentParser) -> None:
     engine.add_argument(
         "--token", help="require 'Authorization: Bearer TOKEN' (default: $III_TOKEN)"
     )
-    defaults = EngineConfig()
-    engine.add_argument(
-        "--invocation-timeout",
-        type=float,
-        default=defaults.invocation_timeout,
-        help="seconds a call may run when the caller sets no deadline",
-    )
-    engine.add_argument(
-        "--channel-ttl",
-        type=float,
-        default=defaults.channel_ttl,
-        help="seconds a channel end may stay unattached",
-    )
-    engine.add_argument(
-        "--channel-buffer",
-        type=int,
-        default=defaults.channel_buffer_bytes,
-        help="bytes buffered per channel before the writer is slowed down",
-    )
-    engine.add_argument(
-        "--channel-memory",
-        type=int,
-        default=defaults.channel_memory_limit,
-        help="bytes all channels together may buffer (plus one frame per channel)",
-    )
-    engine.add_argument(
-        "--max-message-size",
-        type=int,
-        default=defaults.max_message_size,
-        help="largest control message accepted, in bytes",
-    )
+    # Every other EngineConfig field is a flag of its own (--max-functions-per-worker, ...),
+    # with the field's description as its help: every limit can be set from here.
+    descriptions = _field_descriptions(EngineConfig.__doc__ or "")
+    for field in attrs.fields(EngineConfig):
+        if field.name in ("host", "port", "token"):
+            continue
+        flags = ["--" + field.name.replace("_", "-"), *_FLAG_ALIASES.get(field.name, ())]
+        kind = field.type
+        value_type: Any = (
+            int if kind in (int, "int") else optional_seconds if "None" in str(kind) else float
+        )
+        default = field.default
+        text = descriptions.get(field.name, "").rstrip(".").replace("``None``", "off")
+        text = text.replace("``", "")
+        shown = (
+            "off" if default is None else f"{default:g}" if isinstance(default, float) else default
+        )
+        engine.add_argument(
+            *flags,
+            dest=field.name,
+            type=value_type,
+            default=default,
+            help=f"{text} (default {shown})",
+        )
     engine.add_argument(
         "--no-tune-allocator",
         dest="tune_allocator",

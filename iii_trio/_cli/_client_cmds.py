@@ -13,8 +13,6 @@ import stat
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-import trio
-
 from ..worker import Worker, connect_worker, receive_file, send_file
 from ..worker._connect import check_engine_url
 from ..worker._worker import DEFAULT_URL
@@ -176,21 +174,15 @@ async def run_send(args: argparse.Namespace, console: Console) -> int:
 
     async def body(worker: Worker) -> int:
         progress = _progress(args, console, f"sending {name}")
-        result: dict[str, Any] = {}
-        async with worker.open_channel() as channel, trio.open_nursery() as nursery:
-            # File-derived fields only fill what the user did not give.
-            payload = {"name": name, **args.json, "reader": channel.reader_ref}
-
-            async def call() -> None:
-                result["value"] = await worker.trigger(args.to, payload, timeout=args.timeout)
-
-            nursery.start_soon(call)
+        # File-derived fields only fill what the user did not give.
+        payload = {"name": name, **args.json}
+        async with worker.stream_to(args.to, payload, timeout=args.timeout) as call:
             try:
-                await send_file(args.file, channel.writer, progress=progress)
+                await send_file(args.file, call.writer, progress=progress, close=False)
             except OSError as exc:
                 raise local_file_error(args.file, "read", exc) from exc
         progress.finish()
-        _print_json(result["value"])
+        _print_json(call.result)
         return EXIT_OK
 
     return await _with_worker(args, body)
@@ -199,22 +191,15 @@ async def run_send(args: argparse.Namespace, console: Console) -> int:
 async def run_receive(args: argparse.Namespace, console: Console) -> int:
     async def body(worker: Worker) -> int:
         progress = _progress(args, console, f"receiving {os.path.basename(args.output)}")
-        result: dict[str, Any] = {}
-        async with worker.open_channel() as channel, trio.open_nursery() as nursery:
-            payload = {**args.json, "writer": channel.writer_ref}
-
-            async def call() -> None:
-                result["value"] = await worker.trigger(args.source, payload, timeout=args.timeout)
-
-            nursery.start_soon(call)
+        async with worker.stream_from(args.source, args.json, timeout=args.timeout) as call:
             try:
-                size = await receive_file(channel.reader, args.output, progress=progress)
+                size = await receive_file(call.reader, args.output, progress=progress)
             except OSError as exc:
                 raise local_file_error(args.output, "write", exc) from exc
         progress.finish()
         console.line(f"wrote {size} bytes to {args.output}")
-        if result.get("value") is not None:
-            _print_json(result["value"])
+        if call.result is not None:
+            _print_json(call.result)
         return EXIT_OK
 
     return await _with_worker(args, body)

@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import attrs
 import trio
 
 from .._allocator import tune_allocator
@@ -32,15 +33,16 @@ def check_engine(args: argparse.Namespace) -> None:
         CliError: a setting is out of range (exit 2).
     """
     try:
+        limits = {
+            field.name: getattr(args, field.name)
+            for field in attrs.fields(EngineConfig)
+            if field.name not in ("host", "port", "token")
+        }
         args.config = EngineConfig(
             host=args.host,
             port=args.port,
             token=args.token or os.environ.get("III_TOKEN") or None,
-            invocation_timeout=args.invocation_timeout,
-            channel_ttl=args.channel_ttl,
-            channel_buffer_bytes=args.channel_buffer,
-            channel_memory_limit=args.channel_memory,
-            max_message_size=args.max_message_size,
+            **limits,
         )
     except ValueError as exc:
         raise usage_error(str(exc)) from None

@@ -31,6 +31,7 @@ import trio
 import trio.testing
 
 from .._errors import LocalProtocolError, RemoteProtocolError
+from .._unwrap import open_nursery
 from .._ws import (
     Accept,
     ConnectionClosed,
@@ -426,16 +427,19 @@ async def open_engine(config: EngineConfig | None = None, **settings: Any) -> As
     """Run an engine in the background for the duration of the block.
 
     ``settings`` are :class:`EngineConfig` fields (``port=0`` for a free port is the usual
-    choice in tests). On exit the engine stops and every connection is closed.
+    choice in tests). On exit the engine stops and every connection is closed. An exception
+    raised in the block leaves it as itself (never wrapped in an ``ExceptionGroup``).
 
     Raises:
-        OSError: the address could not be bound.
+        OSError: the address could not be bound (e.g. the port is in use).
+        ValueError: a setting is out of range (see :class:`EngineConfig`).
+        TypeError: an unknown setting.
     """
     if config is None:
         config = EngineConfig(**settings)
     elif settings:
         config = attrs.evolve(config, **settings)
-    async with trio.open_nursery() as nursery:
+    async with open_nursery() as nursery:
         engine: Engine = await nursery.start(Engine(config).run)
         try:
             yield engine
@@ -449,7 +453,17 @@ async def serve_engine(
     task_status: trio.TaskStatus[Engine] = trio.TASK_STATUS_IGNORED,
     **settings: Any,
 ) -> None:
-    """Run an engine until cancelled (``await nursery.start(serve_engine, ...)`` gives it)."""
+    """Run an engine until cancelled (``await nursery.start(serve_engine, ...)`` gives it).
+
+    Args:
+        config: the settings (default :class:`EngineConfig`'s).
+        task_status: gets the running :class:`Engine` once it listens.
+        **settings: :class:`EngineConfig` fields, overriding ``config``'s.
+
+    Raises:
+        OSError: the address could not be bound (e.g. the port is in use).
+        ValueError: a setting is out of range.
+    """
     if config is None:
         config = EngineConfig(**settings)
     elif settings:

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 import trio
 
+from .._unwrap import open_nursery
 from ..engine import Engine, open_engine
 from ..worker import Worker, connect_worker
 
@@ -26,7 +27,8 @@ WorkerFactory = Callable[..., Awaitable[Worker]]
 
 @pytest.fixture
 async def iii_engine() -> AsyncIterator[Engine]:
-    """An engine on a free loopback port, stopped after the test."""
+    """An engine on a free loopback port (:func:`iii_trio.open_engine`), stopped after the
+    test."""
     async with open_engine(host="127.0.0.1", port=0) as engine:
         yield engine
 
@@ -34,8 +36,9 @@ async def iii_engine() -> AsyncIterator[Engine]:
 @pytest.fixture
 async def iii_worker(iii_engine: Engine) -> AsyncIterator[WorkerFactory]:
     """``await iii_worker(**options)`` connects a worker to ``iii_engine``; all are closed
-    after the test. Options are :func:`iii_trio.connect_worker`'s."""
-    async with trio.open_nursery() as nursery:
+    after the test. Options are :func:`iii_trio.connect_worker`'s. A failure to connect, or
+    of a worker's own tasks, leaves as itself (never wrapped in an ``ExceptionGroup``)."""
+    async with open_nursery() as nursery:
 
         async def serve(
             options: dict[str, Any],
