@@ -41,6 +41,8 @@ WORKER_DISCONNECTED: Final = "worker_disconnected"
 
 #: Another live worker already serves the function id (iii's code, ``registrationrejected``).
 FUNCTION_NAMESPACE_CONFLICT: Final = "FUNCTION_NAMESPACE_CONFLICT"
+#: Another live worker already provides the trigger type (sent in an ``error`` message).
+TRIGGER_TYPE_CONFLICT: Final = "TRIGGER_TYPE_CONFLICT"
 #: A binding the engine or its provider refused (iii's code).
 TRIGGER_REGISTRATION_FAILED: Final = "trigger_registration_failed"
 #: A binding's work crashed after it was registered.

@@ -362,13 +362,17 @@ def register_trigger(call: BuiltinCall) -> JSON:
 
 
 def unregister_trigger(call: BuiltinCall) -> JSON:
-    """``engine::unregister_trigger``: remove any binding by id; ``{"removed": bool}``."""
+    """``engine::unregister_trigger``: remove a durable binding, or one of the caller's own, by
+    id; ``{"removed": bool}`` (another worker's binding is not removed)."""
     payload = _payload(call.data)
     binding_id = _str(payload, "id")
     _str(payload, "trigger_type")  # accepted for symmetry with the message; unused
     if not binding_id:
         raise BuiltinError(INVALID_PAYLOAD, "'id' is a required string")
-    removed, out = call.engine.triggers.unbind(binding_id)
+    triggers = call.engine.triggers
+    removed, out = triggers.unbind(binding_id, owner=None)
+    if removed is None:
+        removed, out = triggers.unbind(binding_id, owner=call.caller.worker_id)
     call.out.extend(out)
     return {"removed": removed is not None}
 

@@ -24,6 +24,7 @@ or ignored as iii does; a message that fails to decode is answered by :meth:`bad
 
 from __future__ import annotations
 
+import hmac
 import logging
 import time
 import uuid
@@ -71,7 +72,13 @@ from ._registry import (
     FunctionRegistry,
     RegistryLimitExceeded,
 )
-from ._triggers import Binding, BindingRefused, TriggerTable, TriggerTypeEntry
+from ._triggers import (
+    Binding,
+    BindingRefused,
+    TriggerTable,
+    TriggerTypeEntry,
+    TriggerTypeTaken,
+)
 from ._workers import WorkerRecord
 
 logger = logging.getLogger("iii_trio.engine")
@@ -202,9 +209,10 @@ class Router:
             out = []
         elif isinstance(msg, Ping):
             return [(worker_id, Pong())]
-        elif isinstance(msg, Pong | Reattach | RegisterService):
-            # Keepalive answers; iii's session resumption (we always start fresh); services,
-            # which iii accepts and which nothing here uses.
+        elif isinstance(msg, Reattach):
+            out = self._reattach(record, msg)
+        elif isinstance(msg, Pong | RegisterService):
+            # Keepalive answers; services, which iii accepts and which nothing here uses.
             logger.debug("ignored %s from worker %s", type(msg).__name__, worker_id)
             return []
         elif isinstance(msg, WorkerRegistered | RegistrationRejected | Error):
@@ -246,6 +254,26 @@ class Router:
                 InvocationResult(invocation_id=invocation_id, function_id=function_id, error=body),
             )
         ]
+
+    def _reattach(self, record: WorkerRecord, msg: Reattach) -> list[Outgoing]:
+        """iii's session resumption: a reconnected worker names its previous connection and
+        proves it with that connection's token. If that connection is still here (not yet
+        noticed dead), it is evicted now, so the replayed registrations that follow find
+        their names free. Otherwise nothing happens (every connection starts fresh)."""
+        previous = self._workers.get(msg.previous_worker_id)
+        token = msg.reattach_token or ""
+        if (
+            previous is None
+            or previous is record
+            or not hmac.compare_digest(token.encode(), previous.reattach_token.encode())
+        ):
+            return []
+        logger.info(
+            "worker %s replaces its previous connection %s", record.worker_id, previous.worker_id
+        )
+        out = self.disconnect(previous.worker_id)
+        out.append((previous.worker_id, Drop("replaced by the same worker's new connection")))
+        return out
 
     # --- functions -------------------------------------------------------------------------
 
@@ -531,8 +559,14 @@ class Router:
                 trigger_request_format=msg.trigger_request_format,
                 call_request_format=msg.call_request_format,
             )
+            try:
+                out = table.register_type(entry)
+            except TriggerTypeTaken as exc:
+                logger.warning("refused trigger type %s from worker %s: %s", msg.id, worker_id, exc)
+                body = ErrorBody(code=codes.TRIGGER_TYPE_CONFLICT, message=str(exc))
+                return [(worker_id, Error(error=body))]
             logger.info("worker %s provides trigger type %s", worker_id, msg.id)
-            return list(table.register_type(entry))
+            return list(out)
         if isinstance(msg, UnregisterTriggerType):
             logger.info("worker %s no longer provides trigger type %s", worker_id, msg.id)
             return list(table.unregister_type(worker_id, msg.id))

@@ -16,9 +16,15 @@ So bindings made before their type exists wait and are delivered when a provider
 provider that reconnects (a new connection re-registering its types) gets every binding
 again; a binder that disconnects takes its bindings with it and each provider is told.
 Provider lookup follows iii: an explicit ``trigger_namespace`` is strict, otherwise the
-binder's namespace first, then ``default``. When two connections provide the same
-``(namespace, type)`` the latest registration wins (it is usually the same worker,
-reconnected before its old connection was noticed dead); the bindings move to it.
+binder's namespace first, then ``default``.
+
+Ownership. A trigger type belongs to the connection that registered it until that connection
+leaves or unregisters it: another connection's registration of the same ``(namespace, type)``
+is refused (:class:`TriggerTypeTaken`), as for functions. A binding belongs to the connection
+that made it (or to nobody, for ``engine::register_trigger``'s durable bindings): only that
+connection may replace or remove it, so no worker can take over or read another's bindings
+and their configs. A worker that reconnects gets its old connection evicted first (iii's
+``reattach``, see the router), so its replayed registrations find their names free.
 
 A provider answers each delivery with ``triggerregistrationresult``. Success marks the binding
 acknowledged. An error parks the binding (it is not offered to that connection again, but it
@@ -136,6 +142,10 @@ class BindingRefused(Exception):
     """The engine refused a binding (message for the binder)."""
 
 
+class TriggerTypeTaken(Exception):
+    """Another live connection provides this trigger type (message for the registrant)."""
+
+
 @final
 class TriggerTable:
     """Trigger types and bindings. Synchronous bookkeeping, no I/O.
@@ -156,20 +166,19 @@ class TriggerTable:
     # --- providers -------------------------------------------------------------------------
 
     def register_type(self, entry: TriggerTypeEntry) -> list[Outgoing]:
-        """Add (or refresh, or take over) a provider, then deliver what now resolves to it."""
+        """Add (or refresh) a provider, then deliver what now resolves to it.
+
+        Raises:
+            TriggerTypeTaken: another connection provides ``(namespace, id)``.
+        """
         previous = self.types.get(entry.key)
-        if previous is not None:
-            self._types_by_worker[previous.worker_id].discard(entry.key)
+        if previous is not None and previous.worker_id != entry.worker_id:
+            raise TriggerTypeTaken(
+                f"trigger type '{entry.id}' (namespace {entry.namespace}) is provided by "
+                f"worker {previous.worker_id}; it can be provided again once that worker leaves"
+            )
         self.types[entry.key] = entry
         self._types_by_worker.setdefault(entry.worker_id, set()).add(entry.key)
-        if previous is not None and previous.worker_id != entry.worker_id:
-            logger.warning(
-                "trigger type %s (namespace %s) moves from worker %s to worker %s",
-                entry.id,
-                entry.namespace,
-                previous.worker_id,
-                entry.worker_id,
-            )
         return self._reconcile(self._of_type(entry.id), silent=frozenset())
 
     def unregister_type(self, worker_id: str, type_id: str) -> list[Outgoing]:
@@ -202,12 +211,11 @@ class TriggerTable:
         """Add a binding and deliver it if a provider resolves.
 
         Re-registering an id with the same request is a no-op (SDKs replay on reconnect); with
-        a different request it replaces the binding (withdrawn, then delivered again). A
-        registration from another connection takes the binding over: ids are SDK-made UUIDs,
-        and a binder that reconnects may replay before its old connection is known to be dead.
+        a different request it replaces the binding (withdrawn, then delivered again).
 
         Raises:
-            BindingRefused: an empty id, trigger_type or function_id.
+            BindingRefused: an empty id, trigger_type or function_id, or an id that belongs to
+                another connection (or to the engine).
         """
         if not binding.id or not binding.trigger_type or not binding.function_id:
             raise BindingRefused("a trigger needs a non-empty id, trigger_type and function_id")
@@ -215,16 +223,11 @@ class TriggerTable:
         existing = self.bindings.get(binding.id)
         if existing is not None:
             if existing.owner != binding.owner:
-                logger.info(
-                    "trigger %s passes from %s to worker %s",
-                    binding.id,
-                    existing.owner or "the engine",
-                    binding.owner or "the engine",
+                raise BindingRefused(
+                    f"trigger id {binding.id} belongs to "
+                    f"{'another worker' if existing.owner else 'the engine'}"
                 )
             if existing.same_request(binding):
-                self._index(self._by_owner, existing.owner, existing.id, add=False)
-                existing.owner = binding.owner
-                self._index(self._by_owner, existing.owner, existing.id, add=True)
                 return []
             out.extend(self._withdraw(existing))
             self._forget(existing)
@@ -235,11 +238,12 @@ class TriggerTable:
         return out
 
     def unbind(
-        self, binding_id: str, *, owner: str | None = None
+        self, binding_id: str, *, owner: str | None
     ) -> tuple[Binding | None, list[Outgoing]]:
-        """Remove a binding (only ``owner``'s when given) and withdraw it from its provider."""
+        """Remove a binding that belongs to ``owner`` (``None``: a durable one) and withdraw it
+        from its provider; ``(None, [])`` if there is no such binding of that owner."""
         binding = self.bindings.get(binding_id)
-        if binding is None or (owner is not None and binding.owner != owner):
+        if binding is None or binding.owner != owner:
             return None, []
         out = self._withdraw(binding)
         self._forget(binding)

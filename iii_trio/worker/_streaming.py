@@ -48,23 +48,26 @@ class StreamingCall:
     def __init__(self, function_id: str) -> None:
         self.function_id = function_id
         self._done = trio.Event()
+        self._answered = False
         self._result: Any = None
         self._error: BaseException | None = None
 
     @property
     def result(self) -> Any:
-        """The function's result (after the block).
+        """The function's result (after a block that ended normally).
 
         Raises:
-            RuntimeError: the call has not finished (still inside the block).
+            RuntimeError: the call has no result: the block is still running, or it ended
+                with an error (the call's or the block's own).
         """
-        if not self._done.is_set() or self._error is not None:
-            raise RuntimeError(f"the call to '{self.function_id}' has no result (yet)")
+        if not self._answered:
+            raise RuntimeError(f"the call to '{self.function_id}' has no result")
         return self._result
 
     async def _run(self, trigger: Trigger, payload: Any, timeout: float | None) -> None:
         try:
             self._result = await trigger(self.function_id, payload, timeout=timeout)
+            self._answered = True
         except IIIError as exc:
             self._error = exc
         finally:
@@ -146,7 +149,9 @@ async def streaming_call(
                     with trio.move_on_after(CAUSE_GRACE):
                         await running._done.wait()
                 if running._error is not None:
-                    raise running._error from exc
+                    # The call failed first: its error is the explanation; the block's own
+                    # exception (a broken channel, or the cancellation) is its cause.
+                    raise running._error from (None if isinstance(exc, trio.Cancelled) else exc)
                 nursery.cancel_scope.cancel()  # stop waiting for the call
                 raise
             for end in ends:

@@ -43,6 +43,7 @@ from ..protocol import (
     Message,
     Ping,
     Pong,
+    Reattach,
     UnregisterFunction,
     WorkerRegistered,
     channel_ids,
@@ -140,6 +141,7 @@ class Worker(ChannelAPI):
         self._session_changed = trio.Event()
         self._session_ended = trio.Event()
         self._calls = PendingCalls()
+        self._resume: Reattach | None = None
         self._nursery: trio.Nursery | None = None
         self._closing = False
         self._triggers = WorkerTriggers(self._post, self.trigger, lambda: self.namespace)
@@ -483,7 +485,11 @@ class Worker(ChannelAPI):
         register = InvokeFunction(
             function_id="engine::workers::register", data=self._describe(), action=ActionVoid()
         )
+        # iii's session resumption: the engine evicts our previous connection if it has not
+        # noticed yet that it is dead, so our replayed registrations find their names free.
+        resume: list[Message] = [] if self._resume is None else [self._resume]
         return [
+            *resume,
             register,
             *self._triggers.replay_types(),
             *(spec.message for spec in self.functions.values()),
@@ -514,6 +520,10 @@ class Worker(ChannelAPI):
             session.nursery.start_soon(run_invocation, session, msg, spec, self._endpoint)
         elif isinstance(msg, WorkerRegistered):
             self.worker_id = msg.worker_id
+            if msg.reattach_token:
+                self._resume = Reattach(
+                    previous_worker_id=msg.worker_id, reattach_token=msg.reattach_token
+                )
             logger.info("connected to the engine as worker %s", msg.worker_id)
         elif isinstance(msg, RegistrationRejectedMessage):
             self._on_rejected(msg)

@@ -9,14 +9,19 @@ import pytest
 import trio
 
 import iii_trio
+from iii_trio._ws import ConnectionClosed
 from iii_trio.protocol import (
+    Error,
+    InvocationResult,
     Ping,
     Pong,
+    Reattach,
     RegisterTrigger,
     RegisterTriggerType,
     TriggerRegistrationResult,
     UnregisterTrigger,
     UnregisterTriggerType,
+    WorkerRegistered,
 )
 from tests.helpers import new_id, wait_for
 
@@ -518,7 +523,10 @@ async def test_raw_error_result_is_forwarded_to_the_binder(iii_engine, raw) -> N
         assert isinstance(await binder.expect((Pong, TriggerRegistrationResult)), Pong)
 
 
-async def test_raw_latest_provider_wins_and_unbind(iii_engine, raw) -> None:
+async def test_raw_a_trigger_type_belongs_to_its_provider(iii_engine, raw) -> None:
+    """Issue 14: a second worker registering a live provider's type used to take it over, and
+    with it every binding's config. Now it is refused, as a function would be; the type is
+    free again once its provider leaves."""
     first = await raw()
     second = await raw()
     binder = await raw()
@@ -526,19 +534,25 @@ async def test_raw_latest_provider_wins_and_unbind(iii_engine, raw) -> None:
     with trio.fail_after(TIMEOUT):
         await first.send(RegisterTriggerType(id="t", description=""))
         await binder.send(
-            RegisterTrigger(id=binding_id, trigger_type="t", function_id="f", config=1)
+            RegisterTrigger(id=binding_id, trigger_type="t", function_id="f", config={"secret": 1})
         )
         assert (await first.expect(RegisterTrigger)).id == binding_id
         await second.send(RegisterTriggerType(id="t", description=""))
-        assert await first.expect(UnregisterTrigger) == UnregisterTrigger(
-            id=binding_id, trigger_type="t"
-        )
-        assert (await second.expect(RegisterTrigger)).id == binding_id
+        refusal = await second.expect(Error)
+        assert refusal.error.code == "TRIGGER_TYPE_CONFLICT"
+        await second.send(Ping())
+        assert isinstance(await second.expect((Pong, RegisterTrigger)), Pong)  # nothing leaked
+        assert iii_engine._router.triggers.bindings[binding_id].provider != second
         # Only the binder can unbind through the protocol.
         await first.send(UnregisterTrigger(id=binding_id))
         await first.send(Ping())
         await first.expect(Pong)
         assert status(iii_engine, binding_id) == "active"
+        # The provider leaves: the type is free, and the second provider can take it.
+        await first.aclose()
+        await wait_for(iii_engine, lambda e: status(e, binding_id) == "pending")
+        await second.send(RegisterTriggerType(id="t", description=""))
+        assert (await second.expect(RegisterTrigger)).id == binding_id
         await binder.send(UnregisterTrigger(id=binding_id, trigger_type="t"))
         assert await second.expect(UnregisterTrigger) == UnregisterTrigger(
             id=binding_id, trigger_type="t"
@@ -551,6 +565,72 @@ async def test_raw_latest_provider_wins_and_unbind(iii_engine, raw) -> None:
         await wait_for(iii_engine, lambda e: status(e, other) == "pending")
         await second.send(Ping())
         assert isinstance(await second.expect((Pong, UnregisterTrigger)), Pong)
+
+
+async def test_raw_a_binding_belongs_to_its_binder(iii_engine, raw) -> None:
+    """Issue 14: another worker could re-register a binding's id to point at its own function,
+    or delete it with engine::unregister_trigger. Both are refused now."""
+    provider = await raw()
+    binder = await raw()
+    intruder = await raw()
+    binding_id = new_id()
+    with trio.fail_after(TIMEOUT):
+        await provider.send(RegisterTriggerType(id="t", description=""))
+        await binder.send(
+            RegisterTrigger(id=binding_id, trigger_type="t", function_id="app::f", config=1)
+        )
+        assert (await provider.expect(RegisterTrigger)).function_id == "app::f"
+        await intruder.send(
+            RegisterTrigger(id=binding_id, trigger_type="t", function_id="evil::f", config=1)
+        )
+        refused = await intruder.expect(TriggerRegistrationResult)
+        assert refused.error is not None
+        assert refused.error.code == "trigger_registration_failed"
+        assert "belongs to another worker" in refused.error.message
+        call = {
+            "type": "invokefunction",
+            "invocation_id": new_id(),
+            "function_id": "engine::unregister_trigger",
+            "data": {"id": binding_id},
+        }
+        await intruder.send(call)
+        answer = await intruder.expect(InvocationResult)
+        assert answer.result == {"removed": False}
+        binding = iii_engine._router.triggers.bindings[binding_id]
+        assert binding.function_id == "app::f" and binding.status == "active"
+        # The binder may remove its own binding through the built-in too.
+        await binder.send({**call, "invocation_id": new_id()})
+        assert (await binder.expect(InvocationResult)).result == {"removed": True}
+        assert await provider.expect(UnregisterTrigger) == UnregisterTrigger(
+            id=binding_id, trigger_type="t"
+        )
+
+
+async def test_raw_reattach_evicts_the_previous_connection(iii_engine, raw) -> None:
+    """A provider that reconnects before its old connection is noticed dead names it with
+    iii's reattach (and its token): the engine drops the old one, so the replayed type is
+    free. A wrong token changes nothing."""
+    old = await raw()
+    welcome = await old.expect(WorkerRegistered)
+    await old.send(RegisterTriggerType(id="t", description=""))
+    await wait_for(iii_engine, lambda e: e._router.triggers.types)
+    with trio.fail_after(TIMEOUT):
+        impostor = await raw()
+        await impostor.send(Reattach(previous_worker_id=welcome.worker_id, reattach_token="x"))
+        await impostor.send(Ping())
+        await impostor.expect(Pong)
+        assert welcome.worker_id in iii_engine._router.workers
+        new = await raw()
+        await new.send(
+            Reattach(previous_worker_id=welcome.worker_id, reattach_token=welcome.reattach_token)
+        )
+        await new.send(RegisterTriggerType(id="t", description=""))
+        await new.send(Ping())
+        assert isinstance(await new.expect((Pong, Error)), Pong)  # not refused
+        assert welcome.worker_id not in iii_engine._router.workers
+        with pytest.raises(ConnectionClosed):
+            while True:
+                await old.receive()
 
 
 async def test_builtin_payload_errors(iii_engine, iii_worker) -> None:
