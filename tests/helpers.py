@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import socket
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import trio
@@ -60,3 +62,20 @@ def new_id() -> str:
 async def wait_for(engine: Any, predicate: Any, timeout: float = 10) -> None:
     with trio.fail_after(timeout):
         await engine.wait_until(predicate)
+
+
+def small_window_dialer(
+    url: str, window: int = 32 * 1024
+) -> Callable[[], Awaitable[trio.abc.Stream]]:
+    """A dialer for ``url``'s host whose socket has a small kernel receive buffer, so that a
+    client that does not read shows up in the engine after a few KiB rather than after the
+    tens of MiB Linux would otherwise buffer on loopback."""
+    host, port = url.removeprefix("ws://").rsplit(":", 1)
+
+    async def dial() -> trio.abc.Stream:
+        sock = trio.socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, window)
+        await sock.connect((host, int(port)))
+        return trio.SocketStream(sock)
+
+    return dial

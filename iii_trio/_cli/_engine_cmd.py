@@ -52,6 +52,7 @@ async def run_engine(args: argparse.Namespace, console: Console) -> int:
     config: EngineConfig = args.config
     if args.tune_allocator and tune_allocator():
         logger.info("allocator: freed memory kept up to 64 MiB (see iii_trio.tune_allocator)")
+    _raise_descriptor_limit(config.max_connections + _SPARE_DESCRIPTORS)
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with _listening(config) as engine:
             print(_banner(engine, config), flush=True)
@@ -61,6 +62,28 @@ async def run_engine(args: argparse.Namespace, console: Console) -> int:
             await engine.shutdown()
     print("engine stopped", flush=True)
     return EXIT_OK
+
+
+#: Descriptors the engine needs besides its connections (listeners, logs, files, ...).
+_SPARE_DESCRIPTORS = 256
+
+
+def _raise_descriptor_limit(wanted: int) -> None:
+    """Raise the soft limit on open files towards ``wanted`` (as far as the hard limit
+    allows), so ``max_connections`` is not cut short by a default of 1024."""
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - not POSIX
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (ValueError, OSError) as exc:
+            logger.warning("could not raise the open-file limit from %d: %s", soft, exc)
+            return
+        logger.info("open-file limit raised from %d to %d (max_connections)", soft, target)
 
 
 def _banner(engine: Engine, config: EngineConfig) -> str:

@@ -271,8 +271,13 @@ class FrameReader:
         else:
             # What is pending plus this read, rounded up to a power of two so that the next
             # reads fit too: the buffer follows the data that actually arrives (at most twice
-            # over), never the size a frame header merely announces.
+            # over), never the size a frame header merely announces. Near the end of a large
+            # frame it grows to that frame's end and no further: a 16 MiB frame then takes a
+            # 16 MiB buffer, not 32.
             capacity = 1 << (pending + max(size, grow_to) - 1).bit_length()
+            if self._need > grow_to:  # the frame at _start is larger than a read
+                frame_end = pending + max(self._need, size)
+                capacity = min(capacity, frame_end)
             new = bytearray(capacity)
             new[:pending] = self._view[self._start : self._end]
             self._view.release()

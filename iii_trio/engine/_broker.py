@@ -166,11 +166,16 @@ class ChannelBroker:
         """Create a channel and return iii's ``{"writer": ref, "reader": ref}``.
 
         Raises:
-            ChannelLimitExceeded: ``owner`` holds too many live channels.
+            ChannelLimitExceeded: ``owner``, or the whole engine, holds too many live
+                channels.
         """
         limit = self._config.max_channels_per_worker
         if self._by_owner[owner] >= limit:
             raise ChannelLimitExceeded(f"more than {limit} live channels for one worker")
+        if len(self.channels) >= self._config.max_channels:
+            raise ChannelLimitExceeded(
+                f"the engine holds {len(self.channels)} live channels, its limit (max_channels)"
+            )
         frames = DEFAULT_BUFFER_FRAMES if buffer_size is None else buffer_size
         now = self._now()
         channel = BrokeredChannel(

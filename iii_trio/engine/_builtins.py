@@ -21,8 +21,9 @@ from .._codes import (
     TRIGGER_REGISTRATION_FAILED,
 )
 from ..protocol import JSON, Message, new_uuid
+from ._config import EngineConfig
 from ._invocations import InvocationTable, Progress
-from ._registry import DEFAULT_NAMESPACE, RESERVED_PREFIX, FunctionRegistry
+from ._registry import DEFAULT_NAMESPACE, RESERVED_PREFIX, FunctionEntry, FunctionRegistry
 from ._triggers import Binding, BindingRefused, TriggerTable, config_summary, matches
 from ._workers import WorkerRecord
 
@@ -67,6 +68,9 @@ class EngineState(Protocol):
 
     @property
     def shutting_down(self) -> bool: ...
+
+    @property
+    def config(self) -> EngineConfig: ...
 
     def move_to_namespace(self, record: WorkerRecord, namespace: str) -> None: ...
 
@@ -138,12 +142,21 @@ def workers_register(call: BuiltinCall) -> JSON:
     return {"success": True}
 
 
+#: Bytes a listing row takes besides its function's metadata, description and formats.
+_ROW_OVERHEAD: Final = 256
+
+
 def functions_list(call: BuiltinCall) -> JSON:
+    """``engine::functions::list``: ``{"functions": [rows]}`` in function id order, filtered
+    by ``search``, ``prefix``, ``worker``, ``workers``, ``include_internal``. The answer is cut
+    at ``max_list_answer`` bytes of rows: then ``"next"`` names the last function listed, and
+    ``{"after": next}`` lists the rest."""
     engine = call.engine
     payload = _payload(call.data)
     search = _str(payload, "search")
     prefix = _str(payload, "prefix")
     worker = _str(payload, "worker")
+    after = _str(payload, "after")
     include_internal = _bool(payload, "include_internal")
     workers = payload.get("workers")
     if workers is not None and not (
@@ -151,7 +164,7 @@ def functions_list(call: BuiltinCall) -> JSON:
     ):
         raise BuiltinError(INVALID_PAYLOAD, "'workers' must be a list of strings")
     rows: list[JSON] = []
-    if include_internal:
+    if include_internal and after is None:
         for function_id in sorted(BUILTINS):
             rows.append(
                 {
@@ -160,8 +173,11 @@ def functions_list(call: BuiltinCall) -> JSON:
                     "worker_name": "engine",
                 }
             )
+    matched: list[tuple[FunctionEntry, str]] = []
     for entry in engine.functions:
         if prefix is not None and not entry.function_id.startswith(prefix):
+            continue
+        if after is not None and entry.function_id <= after:
             continue
         metadata = entry.metadata
         if not include_internal and isinstance(metadata, dict) and metadata.get("internal") is True:
@@ -174,6 +190,17 @@ def functions_list(call: BuiltinCall) -> JSON:
             continue
         if isinstance(workers, list) and not names.intersection(workers):
             continue
+        matched.append((entry, worker_name))
+    matched.sort(key=lambda pair: (pair[0].function_id, pair[0].namespace))
+    budget = call.engine.config.max_list_answer
+    answer: dict[str, JSON] = {"functions": rows}
+    last: str | None = None
+    for entry, worker_name in matched:
+        budget -= entry.info_size + _ROW_OVERHEAD
+        if budget < 0 and last is not None:
+            answer["next"] = last
+            break
+        last = entry.function_id
         row: dict[str, JSON] = {
             "function_id": entry.function_id,
             "namespace": entry.namespace,
@@ -185,7 +212,7 @@ def functions_list(call: BuiltinCall) -> JSON:
         if entry.metadata is not None:
             row["metadata"] = entry.metadata
         rows.append(row)
-    return {"functions": rows}
+    return answer
 
 
 def workers_list(call: BuiltinCall) -> JSON:

@@ -64,6 +64,16 @@ class EngineConfig:
         invocation_timeout: seconds an invocation may run when the caller set no deadline.
         max_invocation_timeout: upper bound for a caller's own deadline, in seconds.
         max_pending_invocations: invocations one connection may have waiting at once.
+        max_connections: WebSocket connections of every kind (workers, channel ends,
+            telemetry) the engine serves at once; past it an upgrade is answered with HTTP 503.
+        max_channels: live channels in the whole engine (attached or not); past it
+            ``engine::channels::create`` answers ``limit_exceeded``.
+        max_function_info: bytes of JSON one function's ``metadata``, ``description`` and
+            formats may take together; a larger registration is refused
+            (``registrationrejected``, code ``limit_exceeded``), so listings stay small.
+        max_list_answer: bytes of rows one ``engine::functions::list`` answer carries at most;
+            a longer listing is cut there, with ``"next"`` naming where to go on (pass it as
+            ``after``).
         max_functions_per_worker: functions one connection may register; past it a
             registration is refused (``registrationrejected``, code ``limit_exceeded``).
         max_channels_per_worker: live channels one connection may create.
@@ -96,6 +106,10 @@ class EngineConfig:
     invocation_timeout: float = attrs.field(default=300.0, validator=_positive)
     max_invocation_timeout: float = attrs.field(default=24 * 3600.0, validator=_positive)
     max_pending_invocations: int = attrs.field(default=10_000, validator=_positive)
+    max_connections: int = attrs.field(default=10_000, validator=_positive)
+    max_channels: int = attrs.field(default=20_000, validator=_positive)
+    max_function_info: int = attrs.field(default=1 * MiB, validator=_positive)
+    max_list_answer: int = attrs.field(default=16 * MiB, validator=_positive)
     max_functions_per_worker: int = attrs.field(default=10_000, validator=_positive)
     max_channels_per_worker: int = attrs.field(default=10_000, validator=_positive)
     outbox_limit: int = attrs.field(default=16 * MiB, validator=_positive)

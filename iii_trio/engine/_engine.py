@@ -21,7 +21,7 @@ from __future__ import annotations
 import hmac
 import logging
 import math
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from functools import partial
 from typing import Any, Final, final
@@ -61,6 +61,8 @@ class EngineStatistics:
     """A snapshot of what an engine holds (:meth:`Engine.statistics`).
 
     Attributes:
+        connections: WebSocket connections of every kind served now (``max_connections``).
+        connections_refused: upgrades refused at ``max_connections`` so far.
         workers: connected workers.
         functions: registered functions.
         invocations: invocations in flight.
@@ -82,6 +84,8 @@ class EngineStatistics:
     invocations: int
     channels: int
     channels_finished: int
+    connections: int = 0
+    connections_refused: int = 0
     channel_buffered_bytes: int = 0
     channel_buffered_peak: int = 0
     outbox_bytes: int = 0
@@ -121,6 +125,9 @@ class Engine:
         self._stop_scope: trio.CancelScope | None = None
         self._change: trio.Event | None = None
         self._calls_refused = 0
+        #: Upgraded sockets of every kind being served, and upgrades refused at the limit.
+        self._sockets = 0
+        self._connections_refused = 0
         self._slow_consumers = 0
         self._unresponsive = 0
         self._outbox_peak = 0
@@ -263,6 +270,36 @@ class Engine:
                 "this engine needs 'Authorization: Bearer <token>'\n",
                 [("WWW-Authenticate", "Bearer")],
             )
+        if self._sockets >= self.config.max_connections:
+            self._connections_refused += 1
+            if self._connections_refused % 1000 == 1:
+                logger.warning(
+                    "refusing upgrades: %d connections open (max_connections); %d refused so far",
+                    self._sockets,
+                    self._connections_refused,
+                )
+            return Reject(
+                503,
+                f"the engine serves {self._sockets} connections, its limit; try again later\n",
+                [("Retry-After", "1")],
+            )
+        decision = self._decide(request, peer)
+        if isinstance(decision, Reject):
+            return decision
+        # Accepted: the handler always runs once (see Accept), so the count comes back down.
+        self._sockets += 1
+        return attrs.evolve(decision, handler=partial(self._counted, decision.handler))
+
+    async def _counted(
+        self, handler: Callable[[MessageSocket], Awaitable[None]], ws: MessageSocket
+    ) -> None:
+        try:
+            await handler(ws)
+        finally:
+            self._sockets -= 1
+            self._notify()
+
+    def _decide(self, request: HandshakeRequest, peer: str) -> Accept | Reject:
         path = request.path
         if path == "/":
             return Accept(
@@ -398,6 +435,8 @@ class Engine:
         router = self._router
         outboxes = [conn.outbox.statistics() for conn in self._connections.values()]
         return EngineStatistics(
+            connections=self._sockets,
+            connections_refused=self._connections_refused,
             workers=len(router.workers),
             functions=len(router.functions),
             invocations=len(router.invocations),

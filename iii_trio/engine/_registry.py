@@ -30,6 +30,8 @@ class FunctionEntry:
     response_format: JSON = None
     #: Registered as HTTP-invoked (iii's ``invocation`` field); not callable here.
     http: bool = False
+    #: Bytes of JSON its description, metadata and formats take (bounds listings).
+    info_size: int = 0
 
     @property
     def key(self) -> Key:

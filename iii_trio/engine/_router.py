@@ -58,6 +58,7 @@ from ..protocol import (
     UnregisterTriggerType,
     WorkerRegistered,
     channel_ids,
+    dumps,
     is_ignored_tag,
     loads,
     new_uuid,
@@ -287,6 +288,11 @@ class Router:
                 record.worker_id,
                 msg.id,
             )
+        info_size = len(msg.description or "") + sum(
+            len(dumps(value))
+            for value in (msg.metadata, msg.request_format, msg.response_format)
+            if value is not None
+        )
         entry = FunctionEntry(
             namespace=record.namespace,
             function_id=msg.id,
@@ -296,8 +302,14 @@ class Router:
             request_format=msg.request_format,
             response_format=msg.response_format,
             http=msg.invocation is not None,
+            info_size=info_size,
         )
         try:
+            if info_size > self.config.max_function_info:
+                raise RegistryLimitExceeded(
+                    f"its metadata, description and formats take {info_size} bytes, more than "
+                    f"max_function_info ({self.config.max_function_info})"
+                )
             conflict = self._functions.register(entry)
         except RegistryLimitExceeded as exc:
             logger.warning("refused %s from worker %s: %s", msg.id, record.worker_id, exc)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 from typing import Any
 
 import pytest
@@ -22,7 +21,7 @@ import trio
 import iii_trio
 from iii_trio._ws import ConnectionClosed, WebSocket, connect_websocket
 from tests.e2e.procs import worker_process
-from tests.helpers import MiB, new_id
+from tests.helpers import MiB, new_id, small_window_dialer
 
 #: The attackers' kernel receive buffer.
 SMALL_WINDOW = 32 * 1024
@@ -32,14 +31,7 @@ HEALTHY = 3.0
 
 async def _stubborn_client(url: str) -> WebSocket:
     """A raw client whose socket takes little before the engine's writes block."""
-    host, port = url.removeprefix("ws://").rsplit(":", 1)
-
-    async def dial() -> trio.abc.Stream:
-        sock = trio.socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SMALL_WINDOW)
-        await sock.connect((host, int(port)))
-        return trio.SocketStream(sock)
-
+    dial = small_window_dialer(url, SMALL_WINDOW)
     return await connect_websocket(url + "/", max_message_size=128 * MiB, dialer=dial)
 
 
@@ -183,7 +175,9 @@ async def test_big_answers_to_a_caller_that_does_not_read_are_bounded_in_bytes()
     caller is dropped as a slow consumer when it is full."""
     hard = 16 * MiB
     async with (
-        iii_trio.open_engine(port=0, outbox_hard_limit=hard, ping_interval=None) as engine,
+        iii_trio.open_engine(
+            port=0, outbox_hard_limit=hard, ping_interval=None, max_function_info=8 * MiB
+        ) as engine,
         iii_trio.connect_worker(engine.url, name="server") as server,
         iii_trio.connect_worker(engine.url, name="client") as client,
     ):
