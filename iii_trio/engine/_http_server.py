@@ -183,11 +183,17 @@ class _Conn:
         started = bool(conn.trailing_data[0])
         if started:
             deadline = trio.current_time() + self.config.http_head_timeout
+        received = 0
         while True:
             event = conn.next_event()
             if event is h11.NEED_DATA:
+                if received >= MAX_REQUEST_HEAD:
+                    raise h11.RemoteProtocolError(
+                        f"request head over {MAX_REQUEST_HEAD} bytes", error_status_hint=431
+                    )
                 with trio.move_on_at(deadline):
-                    data = await self.stream.receive_some(MAX_REQUEST_HEAD)
+                    data = await self.stream.receive_some(MAX_REQUEST_HEAD - received)
+                    received += len(data)
                     conn.receive_data(data)
                     if not started and data:
                         started = True
