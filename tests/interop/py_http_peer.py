@@ -29,9 +29,7 @@ from typing import Any
 from iii import InitOptions, register_worker
 from iii.types import StreamRequest, StreamResponse
 from iii_helpers.http import http
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from pattern import pattern_chunks
+from pattern import pattern_chunks  # type: ignore[import-not-found]  # run as a script
 
 
 class _Stop(Exception):
