@@ -140,6 +140,7 @@ def parser() -> argparse.ArgumentParser:
         ("functions", "list registered functions"),
         ("workers", "list connected workers"),
         ("channels", "list live channels with bytes moved"),
+        ("routes", "list the HTTP routes bound with the http trigger type"),
     ):
         listing = command(name, helptext, client)
         listing.add_argument("--json", dest="json_output", action="store_true", help="print JSON")

@@ -94,6 +94,7 @@ class HttpResponse(trio.abc.SendStream):
     def __init__(self, writer: ChannelWriter) -> None:
         self._writer = writer
         self._started = False
+        self._used = False
         self.status = 200
         self.headers: dict[str, str] = {}
 
@@ -101,6 +102,11 @@ class HttpResponse(trio.abc.SendStream):
     def writer(self) -> ChannelWriter:
         """The ``response`` channel's writer itself."""
         return self._writer
+
+    @property
+    def used(self) -> bool:
+        """Whether the handler set the status or headers or sent body bytes."""
+        return self._used or self._started
 
     @property
     def started(self) -> bool:
@@ -121,6 +127,7 @@ class HttpResponse(trio.abc.SendStream):
         if not isinstance(status, int) or not 100 <= status <= 599:
             raise ValueError(f"not an HTTP status: {status!r}")
         self._check_head()
+        self._used = True
         self.status = status
         await self._writer.send_message(json.dumps({"type": "set_status", "status_code": status}))
 
@@ -131,6 +138,7 @@ class HttpResponse(trio.abc.SendStream):
             RuntimeError: body bytes were sent already.
         """
         self._check_head()
+        self._used = True
         pairs = headers.items() if isinstance(headers, Mapping) else headers
         update = {str(name): str(value) for name, value in pairs}
         self.headers.update(update)
@@ -189,8 +197,15 @@ def http_handler(handler: HttpHandler) -> Callable[[Any], Awaitable[Any]]:
             json=payload.get("body"),
             body=body,
         )
+        # The engine drops a request's channel ends that nobody attached once the response
+        # is decided: an unread body, or a response answered by the returned result, need
+        # no socket just to be closed.
+        body._attach_on_close = False
         response = HttpResponse(writer)
-        return await handler(request, response)
+        result = await handler(request, response)
+        if result is not None and not response.used:
+            writer._attach_on_close = False
+        return result
 
     function.__name__ = getattr(handler, "__name__", "http_handler")
     function.__doc__ = handler.__doc__
