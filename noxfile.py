@@ -68,3 +68,11 @@ def soak(session: nox.Session) -> None:
     """Long reliability run (not part of the default test run)."""
     session.install("-e", ".[test]")
     session.run("python", "-m", "benchmarks.soak", *session.posargs)
+
+
+@nox.session(name="official-http")
+def official_http(session: nox.Session) -> None:
+    """The official Python SDK's HTTP tests (from the iii-sdk 0.25.0 sdist, downloaded to a
+    temporary folder) against a fresh ``iii-trio engine --http-port``."""
+    session.install("-e", ".")
+    session.run("python", "tests/interop/official_http.py", *session.posargs)

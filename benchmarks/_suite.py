@@ -27,6 +27,7 @@ from ._harness import (
     memory_kib,
     start_engine,
 )
+from ._http_bench import bench_http
 from ._inproc import in_memory_supported, local_supported
 
 if TYPE_CHECKING:
@@ -615,4 +616,5 @@ BENCHMARKS = {
     "4": ("engine memory with a slow reader", bench_slow_reader),
     "5a": ("scale: many channels at once", bench_many_channels),
     "5b": ("scale: many workers registering functions", bench_many_workers),
+    "6": ("HTTP triggers: JSON route and streamed upload", bench_http),
 }

@@ -56,6 +56,8 @@ from .worker import ChannelReaderClosed as ChannelReaderClosed
 from .worker import ChannelRefused as ChannelRefused
 from .worker import ChannelWriter as ChannelWriter
 from .worker import FunctionRef as FunctionRef
+from .worker import HttpRequest as HttpRequest
+from .worker import HttpResponse as HttpResponse
 from .worker import ReaderCall as ReaderCall
 from .worker import TriggerBinding as TriggerBinding
 from .worker import TriggerError as TriggerError
@@ -65,6 +67,7 @@ from .worker import TriggerTypeRef as TriggerTypeRef
 from .worker import Worker as Worker
 from .worker import WriterCall as WriterCall
 from .worker import connect_worker as connect_worker
+from .worker import http_handler as http_handler
 from .worker import receive_file as receive_file
 from .worker import send_file as send_file
 
@@ -78,6 +81,10 @@ from .worker._files import Progress as Progress
 #: engine adds the caller's worker id to an object payload as ``"_caller_worker_id"``. A
 #: coroutine function is awaited; a plain function runs on a worker thread.
 from .worker._functions import Handler as Handler
+
+#: A trio HTTP handler: ``await handler(request, response)`` (see :func:`http_handler`); it
+#: may return iii's ``{"status_code", "headers", "body"}`` instead of writing ``response``.
+from .worker._http import HttpHandler as HttpHandler
 
 __all__ = [
     "JSON",
@@ -104,6 +111,9 @@ __all__ = [
     "FunctionRef",
     "Handler",
     "HandshakeRefused",
+    "HttpHandler",
+    "HttpRequest",
+    "HttpResponse",
     "IIIError",
     "InvocationError",
     "InvocationFailed",
@@ -130,6 +140,7 @@ __all__ = [
     "WriterCall",
     "__version__",
     "connect_worker",
+    "http_handler",
     "open_engine",
     "receive_file",
     "send_file",

@@ -62,6 +62,7 @@ _COMMANDS: dict[str, tuple[Check, Run]] = {
     "functions": (check_client, run_listing),
     "workers": (check_client, run_listing),
     "channels": (check_client, run_listing),
+    "routes": (check_client, run_listing),
     "send": (check_send, run_send),
     "receive": (check_receive, run_receive),
 }

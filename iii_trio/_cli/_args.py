@@ -5,13 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 import math
-from typing import Any, NoReturn
+from typing import Any, Final, NoReturn
 
 import attrs
 
 from .._version import __version__
 from ..engine import EngineConfig
-from ..engine._config import DEFAULT_HOST, DEFAULT_PORT
+from ..engine._config import DEFAULT_HOST, DEFAULT_HTTP_PORT, DEFAULT_PORT
 from ..worker._worker import DEFAULT_URL
 from ._report import EXIT_CODES, EXIT_USAGE
 
@@ -140,6 +140,7 @@ def parser() -> argparse.ArgumentParser:
         ("functions", "list registered functions"),
         ("workers", "list connected workers"),
         ("channels", "list live channels with bytes moved"),
+        ("routes", "list the HTTP routes bound with the http trigger type"),
     ):
         listing = command(name, helptext, client)
         listing.add_argument("--json", dest="json_output", action="store_true", help="print JSON")
@@ -203,7 +204,7 @@ def _add_engine(engine: argparse.ArgumentParser) -> None:
     # with the field's description as its help: every limit can be set from here.
     descriptions = _field_descriptions(EngineConfig.__doc__ or "")
     for field in attrs.fields(EngineConfig):
-        if field.name in ("host", "port", "token"):
+        if field.name in _EXPLICIT_FLAGS or field.type in (bool, "bool"):
             continue
         flags = ["--" + field.name.replace("_", "-"), *_FLAG_ALIASES.get(field.name, ())]
         kind = field.type
@@ -223,12 +224,53 @@ def _add_engine(engine: argparse.ArgumentParser) -> None:
             default=default,
             help=f"{text} (default {shown})",
         )
+    _add_http(engine, descriptions)
     engine.add_argument(
         "--no-tune-allocator",
         dest="tune_allocator",
         action="store_false",
         help="keep glibc's malloc defaults (see iii_trio.tune_allocator; default: tuned)",
     )
+
+
+#: EngineConfig fields with flags of their own (not generated from the field's type).
+_EXPLICIT_FLAGS: Final = frozenset({"host", "port", "token", "http_host", "http_port"})
+
+
+def _add_http(engine: argparse.ArgumentParser, descriptions: dict[str, str]) -> None:
+    """The HTTP server's address, and its on/off settings (every bool field of
+    EngineConfig is an on/off flag pair)."""
+    engine.add_argument(
+        "--http-host",
+        dest="http_host",
+        default=DEFAULT_HOST,
+        help=f"address the HTTP server (http triggers) binds (default {DEFAULT_HOST})",
+    )
+    engine.add_argument(
+        "--http-port",
+        dest="http_port",
+        type=int,
+        default=DEFAULT_HTTP_PORT,
+        help=f"TCP port of the HTTP server; 0 picks a free one (default {DEFAULT_HTTP_PORT})",
+    )
+    engine.add_argument(
+        "--no-http",
+        dest="http_port",
+        action="store_const",
+        const=None,
+        help="serve no HTTP (http triggers stay parked)",
+    )
+    for field in attrs.fields(EngineConfig):
+        if field.type not in (bool, "bool"):
+            continue
+        text = descriptions.get(field.name, "").rstrip(".").replace("``", "")
+        engine.add_argument(
+            "--" + field.name.replace("_", "-"),
+            dest=field.name,
+            action=argparse.BooleanOptionalAction,
+            default=field.default,
+            help=f"{text} (default {'on' if field.default else 'off'})",
+        )
 
 
 def _add_demo(demo: argparse.ArgumentParser) -> None:

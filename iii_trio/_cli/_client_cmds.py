@@ -30,6 +30,11 @@ _LISTINGS: dict[str, tuple[str, str, tuple[str, ...]]] = {
         "workers",
         ("name", "id", "runtime", "function_count", "active_invocations"),
     ),
+    "routes": (
+        "engine::registered-triggers::list",
+        "registered_triggers",
+        ("method", "path", "function_id", "worker_name"),
+    ),
     "channels": (
         "engine::channels::list",
         "channels",
@@ -159,7 +164,10 @@ async def run_listing(args: argparse.Namespace, console: Console) -> int:
     function, key, columns = _LISTINGS[args.command]
 
     async def body(worker: Worker) -> int:
-        rows = (await worker.trigger(function, {}))[key]
+        payload = {"trigger_type": "http"} if args.command == "routes" else {}
+        rows = (await worker.trigger(function, payload))[key]
+        if args.command == "routes":
+            rows = [_route_row(row) for row in rows]
         if args.json_output:
             _print_json(rows)
         else:
@@ -167,6 +175,19 @@ async def run_listing(args: argparse.Namespace, console: Console) -> int:
         return EXIT_OK
 
     return await _with_worker(args, body)
+
+
+def _route_row(binding: dict[str, Any]) -> dict[str, Any]:
+    """A binding of the ``http`` trigger type as a route: method and path first."""
+    config = binding.get("config")
+    config = config if isinstance(config, dict) else {}
+    method = config.get("http_method", "GET")
+    path = str(config.get("api_path", "")).lstrip("/")
+    return {
+        "method": method.upper() if isinstance(method, str) else method,
+        "path": f"/{path}",
+        **binding,
+    }
 
 
 async def run_send(args: argparse.Namespace, console: Console) -> int:

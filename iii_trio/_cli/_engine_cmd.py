@@ -38,6 +38,8 @@ def check_engine(args: argparse.Namespace) -> None:
             for field in attrs.fields(EngineConfig)
             if field.name not in ("host", "port", "token")
         }
+        if limits.get("http_port") is None:
+            limits["http_port"] = None  # --no-http
         args.config = EngineConfig(
             host=args.host,
             port=args.port,
@@ -95,7 +97,8 @@ def _banner(engine: Engine, config: EngineConfig) -> str:
         f" (all channels: {config.channel_memory_limit // (1024 * 1024)} MiB)"
         f"   channel TTL: {config.channel_ttl:g}s"
         f"   invocation timeout: {config.invocation_timeout:g}s\n"
-        "  Ctrl-C or SIGTERM stops it."
+        + (f"  HTTP triggers on {engine.http_url}\n" if engine.http_url else "")
+        + "  Ctrl-C or SIGTERM stops it."
     )
 
 

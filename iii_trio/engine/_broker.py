@@ -403,6 +403,16 @@ class ChannelBroker:
                 logger.info("channel %s expired", channel.channel_id)
                 self._expire(channel)
 
+    def release(self, channel_id: str) -> None:
+        """The creator stops offering ``channel_id``: an end that never attached expires now
+        instead of at the TTL (its attached peer learns it as at the TTL, code 4004). The
+        HTTP server drops a request's channels so once its response is decided, as iii does;
+        ends already attached go on."""
+        channel = self.channels.get(channel_id)
+        if channel is not None and not channel.removed and not channel.both_attached:
+            logger.debug("channel %s released before all its ends attached", channel_id)
+            self._expire(channel)
+
     def progress_of(self, channel_id: str) -> BrokeredChannel | None:
         """The live channel ``channel_id``, whose ``last_progress`` a call's deadline follows."""
         return self.channels.get(channel_id)

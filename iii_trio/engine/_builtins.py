@@ -223,6 +223,8 @@ def workers_list(call: BuiltinCall) -> JSON:
     runtime = _str(payload, "runtime")
     rows: list[JSON] = []
     for record in engine.workers.values():
+        if record.internal:
+            continue  # the engine's own services (the HTTP server) are not workers
         info = record.info
         if search is not None and search.lower() not in record.name.lower():
             continue

@@ -10,6 +10,8 @@ import attrs
 
 DEFAULT_HOST: Final = "127.0.0.1"
 DEFAULT_PORT: Final = 49134
+#: iii's HTTP port, which ``iii-trio engine`` serves HTTP triggers on unless told otherwise.
+DEFAULT_HTTP_PORT: Final = 3111
 MiB: Final = 1024 * 1024
 
 
@@ -23,6 +25,11 @@ def _positive_or_none(
 ) -> None:
     if value is not None:
         _positive(instance, attribute, value)
+
+
+def _port_or_none(instance: object, attribute: attrs.Attribute[Any], value: int | None) -> None:
+    if value is not None and not 0 <= value <= 65535:
+        raise ValueError(f"EngineConfig.{attribute.name} must be in [0, 65535], got {value!r}")
 
 
 def _in_range(low: float, high: float) -> Callable[[object, attrs.Attribute[Any], float], None]:
@@ -92,6 +99,32 @@ class EngineConfig:
         ping_timeout: seconds a worker may take to answer a keepalive ping.
         handshake_timeout: seconds a client has to complete the WebSocket upgrade.
         shutdown_timeout: seconds a graceful shutdown waits for in-flight work.
+        http_host: address the HTTP server (``http`` triggers) binds.
+        http_port: TCP port of the HTTP server; ``None``: no HTTP server (the default when
+            embedding; ``iii-trio engine`` serves on 3111 unless ``--no-http``); 0 picks a
+            free one (see :attr:`Engine.http_url`).
+        http_request_timeout: seconds a routed request may go without progress before it
+            is answered 504: until the response head is decided, and while its body or
+            response streams (the call's deadline follows its channels).
+        http_head_timeout: seconds a client has to send a whole request head (slowloris).
+        http_idle_timeout: seconds a kept-alive HTTP connection may wait for its next
+            request.
+        http_max_body_size: largest request body, in bytes; a longer one is answered 413
+            (iii's standalone HTTP worker allows 16 MiB).
+        http_max_requests: requests served at once; more wait for a turn (iii's
+            concurrency_request_limit).
+        http_max_connections: HTTP connections open at once; more wait in the listen
+            backlog.
+        http_cors: answer CORS preflights and allow any origin, as iii does when no
+            ``cors`` is configured.
+        http_functions: call the URL of HTTP-invoked functions (iii's
+            ``iii-http-functions``); off: calls to them fail with ``function_not_invokable``.
+        http_functions_allow_http: let HTTP-invoked functions use ``http://`` URLs (iii
+            requires https).
+        http_functions_allow_private: let HTTP-invoked functions reach loopback, private,
+            link-local and other non-public addresses (iii blocks them).
+        http_functions_timeout: seconds an HTTP-invoked function may take when its config
+            names no ``timeout_ms``.
     """
 
     host: str = DEFAULT_HOST
@@ -119,6 +152,19 @@ class EngineConfig:
     ping_timeout: float = attrs.field(default=20.0, validator=_positive)
     handshake_timeout: float = attrs.field(default=10.0, validator=_positive)
     shutdown_timeout: float = attrs.field(default=5.0, validator=_in_range(0, math.inf))
+    http_host: str = DEFAULT_HOST
+    http_port: int | None = attrs.field(default=None, validator=_port_or_none)
+    http_request_timeout: float = attrs.field(default=30.0, validator=_positive)
+    http_head_timeout: float = attrs.field(default=10.0, validator=_positive)
+    http_idle_timeout: float = attrs.field(default=60.0, validator=_positive)
+    http_max_body_size: int = attrs.field(default=16 * MiB, validator=_positive)
+    http_max_requests: int = attrs.field(default=1024, validator=_positive)
+    http_max_connections: int = attrs.field(default=4096, validator=_positive)
+    http_cors: bool = True
+    http_functions: bool = False
+    http_functions_allow_http: bool = False
+    http_functions_allow_private: bool = False
+    http_functions_timeout: float = attrs.field(default=30.0, validator=_positive)
 
     def __attrs_post_init__(self) -> None:
         if self.outbox_hard_limit < self.outbox_limit:

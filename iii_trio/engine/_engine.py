@@ -43,10 +43,13 @@ from .._ws import (
     open_memory_websocket,
     serve_websockets,
 )
-from ..protocol import InvokeFunction, Message, encode
+from ..protocol import JSON, InvokeFunction, Message, encode
 from ._broker import CHANNEL_PATH, ChannelBroker
 from ._config import EngineConfig
 from ._connection import WorkerConnection
+from ._http_invoker import HTTP_FUNCTIONS_WORKER, HttpInvoker
+from ._http_server import HttpGateway, serve_http
+from ._http_service import HTTP_WORKER, HttpTriggers
 from ._registry import DEFAULT_NAMESPACE
 from ._router import Drop, Outgoing, Router
 
@@ -103,6 +106,9 @@ class Engine:
         config: the settings it runs with.
         url: ``ws://host:port`` once it listens (the port is real even if 0 was asked).
         port: the TCP port it listens on.
+        http_url: ``http://host:port`` of its HTTP server (``http`` triggers) once it
+            listens; ``""`` when ``config.http_port`` is ``None``.
+        http_port: the TCP port of its HTTP server (0 when there is none).
     """
 
     def __init__(self, config: EngineConfig | None = None) -> None:
@@ -131,6 +137,16 @@ class Engine:
         self._slow_consumers = 0
         self._unresponsive = 0
         self._outbox_peak = 0
+        self.http_url = ""
+        self.http_port = 0
+        #: The engine's own services that talk to the router as workers do, by worker id:
+        #: what the router sends them is handed to these callbacks (see _deliver).
+        self._internal: dict[str, Callable[[Message], None]] = {}
+        self._internal_count = 0
+        self._http: HttpGateway | None = None
+        self._invoker: HttpInvoker | None = None
+        self._http_accept_scope = trio.CancelScope()
+        self._start_http_services()
 
     @property
     def shutting_down(self) -> bool:
@@ -147,7 +163,15 @@ class Engine:
         """
         config = self.config
         listeners = await trio.open_tcp_listeners(config.port, host=config.host)
+        http_listeners: list[trio.SocketListener] = []
         try:
+            if self._http is not None and config.http_port is not None:
+                http_listeners = await trio.open_tcp_listeners(
+                    config.http_port, host=config.http_host
+                )
+                self.http_port = http_listeners[0].socket.getsockname()[1]
+                host = config.http_host if ":" not in config.http_host else f"[{config.http_host}]"
+                self.http_url = f"http://{host}:{self.http_port}"
             sockname = listeners[0].socket.getsockname()
             self.port = sockname[1]
             host = config.host if ":" not in config.host else f"[{config.host}]"
@@ -158,11 +182,16 @@ class Engine:
                 nursery.start_soon(self._reap_deadlines)
                 nursery.start_soon(self._broker.run)
                 nursery.start_soon(self._accept, listeners, nursery)
+                if self._invoker is not None:
+                    nursery.start_soon(self._invoker.run)
+                if self._http is not None:
+                    nursery.start_soon(self._accept_http, self._http, http_listeners, nursery)
+                    logger.info("HTTP triggers served on %s", self.http_url)
                 logger.info("engine listening on %s", self.url)
                 task_status.started(self)
         finally:
             self._nursery = None
-            for listener in listeners:
+            for listener in [*listeners, *http_listeners]:
                 await trio.aclose_forcefully(listener)
 
     async def _accept(self, listeners: list[trio.SocketListener], nursery: trio.Nursery) -> None:
@@ -173,6 +202,12 @@ class Engine:
                 handler_nursery=nursery,
                 handshake_timeout=self.config.handshake_timeout,
             )
+
+    async def _accept_http(
+        self, gateway: HttpGateway, listeners: list[trio.SocketListener], nursery: trio.Nursery
+    ) -> None:
+        with self._http_accept_scope:
+            await serve_http(gateway, listeners, handler_nursery=nursery)
 
     async def shutdown(self, timeout: float | None = None) -> None:
         """Stop gracefully: refuse new connections, calls and channels; wait up to
@@ -188,6 +223,7 @@ class Engine:
         router = self._router
         router.start_shutdown()
         self._accept_scope.cancel()
+        self._http_accept_scope.cancel()
         logger.info("engine shutting down: %d invocations in flight", len(router.invocations))
         with trio.move_on_after(self.config.shutdown_timeout if timeout is None else timeout):
             await self.wait_until(lambda e: len(e._router.invocations) == 0)
@@ -367,6 +403,9 @@ class Engine:
         for target, item in out:
             conn = connections.get(target)
             if conn is None:
+                internal = self._internal.get(target)
+                if internal is not None and not isinstance(item, Drop):
+                    internal(item)  # one of the engine's own services (the HTTP server)
                 continue  # it left: the router has answered for it
             if isinstance(item, Drop):
                 conn.drop(item.reason)
@@ -391,6 +430,65 @@ class Engine:
                 ):
                     self._slow_consumers += 1
         return encoded
+
+    # --- the engine's own services ------------------------------------------------------------
+
+    def _start_http_services(self) -> None:
+        """The HTTP server's ``http`` trigger type and the caller of HTTP-invoked functions,
+        as internal workers of the router (when the config asks for them)."""
+        config = self.config
+        broker = self._broker
+        if config.http_port is not None:
+            triggers = HttpTriggers(partial(self._submit_internal, HTTP_WORKER))
+            self._add_internal(HTTP_WORKER, "iii-http", triggers.deliver)
+
+            def writer_attached(channel_id: str) -> bool:
+                channel = broker.channels.get(channel_id)
+                return channel is not None and channel.attached("write")
+
+            self._http = HttpGateway(
+                config=config,
+                triggers=triggers,
+                create_channel=partial(broker.create, HTTP_WORKER, None),
+                release_channel=broker.release,
+                writer_attached=writer_attached,
+                open_end=self._open_channel_end,
+                requests=trio.Semaphore(config.http_max_requests),
+            )
+            triggers.start()
+        if config.http_functions:
+            invoker = HttpInvoker(config, partial(self._submit_internal, HTTP_FUNCTIONS_WORKER))
+            functions = self._router.functions
+
+            def invocation_of(namespace: str, function_id: str) -> JSON:
+                entry = functions.lookup(namespace, function_id)
+                return None if entry is None else entry.invocation
+
+            invoker.lookup = invocation_of
+            self._add_internal(HTTP_FUNCTIONS_WORKER, "iii-http-functions", invoker.deliver)
+            self._router.serve_http_functions(HTTP_FUNCTIONS_WORKER, invoker.check)
+            self._invoker = invoker
+
+    def _add_internal(self, worker_id: str, name: str, deliver: Callable[[Message], None]) -> None:
+        self._router.connect_internal(worker_id, name)
+        self._internal[worker_id] = deliver
+        self._internal_count += 1
+
+    def _submit_internal(self, worker_id: str, msg: Message) -> None:
+        self._deliver(self._router.receive(worker_id, msg))
+
+    async def _open_channel_end(self, ref: dict[str, JSON], nursery: trio.Nursery) -> MessageSocket:
+        """Attach in-process to one end of a channel (the HTTP server's side of a request's
+        channels), through the broker's own routing; its handler runs in ``nursery``."""
+        direction = "write" if ref.get("direction") == "write" else "read"
+        resource = f"{CHANNEL_PATH}{ref['channel_id']}?key={ref['access_key']}&dir={direction}"
+        return await open_memory_websocket(
+            self._broker.route,
+            resource,
+            (),
+            max_message_size=self.config.max_channel_frame,
+            handler_nursery=nursery,
+        )
 
     # --- invocation deadlines ----------------------------------------------------------------
 
@@ -437,7 +535,7 @@ class Engine:
         return EngineStatistics(
             connections=self._sockets,
             connections_refused=self._connections_refused,
-            workers=len(router.workers),
+            workers=len(router.workers) - self._internal_count,
             functions=len(router.functions),
             invocations=len(router.invocations),
             channels=len(self._broker.channels),

@@ -129,6 +129,9 @@ class Router:
         self._invocations = InvocationTable()
         self._triggers = TriggerTable()
         self._shutting_down = False
+        #: The internal worker that calls HTTP-invoked functions, and its URL check.
+        self._http_executor: str | None = None
+        self._check_invocation: Callable[[JSON], str | None] = lambda invocation: None
 
     # --- the tables (read-only views for built-ins, statistics and tests) -----------------
 
@@ -170,6 +173,33 @@ class Router:
         self._on_change()
         welcome = WorkerRegistered(worker_id=record.worker_id, reattach_token=record.reattach_token)
         return record, [(record.worker_id, welcome)]
+
+    def connect_internal(self, worker_id: str, name: str) -> WorkerRecord:
+        """Add a service of the engine itself that talks to the router as a worker does: it
+        provides trigger types and calls functions with messages, under ``worker_id`` (a
+        reserved ``engine:...`` id, never a UUID). It has no connection: the engine hands
+        what the router sends it to the service. Its calls' payloads get no
+        ``_caller_worker_id`` (iii adds none to HTTP-triggered calls)."""
+        record = WorkerRecord(
+            worker_id=worker_id,
+            reattach_token="",
+            peer="engine",
+            connected_at_ms=int(time.time() * 1000),
+            info={"name": name},
+            internal=True,
+        )
+        self._workers[worker_id] = record
+        self._on_change()
+        return record
+
+    def serve_http_functions(self, worker_id: str, check: Callable[[JSON], str | None]) -> None:
+        """Calls to HTTP-invoked functions go to the internal worker ``worker_id`` (as an
+        ``invokefunction`` with the function's namespace) instead of failing with
+        ``function_not_invokable``. ``check(invocation)`` vets a registration's
+        ``invocation`` config: a reason to refuse it, or ``None``. A refused function is not
+        registered (calls get ``function_not_found``, as in iii)."""
+        self._http_executor = worker_id
+        self._check_invocation = check
 
     def disconnect(self, worker_id: str) -> list[Outgoing]:
         """A connection ended: drop its functions and bindings (telling providers), park the
@@ -281,7 +311,17 @@ class Router:
     def _register(self, record: WorkerRecord, msg: RegisterFunction) -> list[Outgoing]:
         if msg.id.startswith(RESERVED_PREFIX) or not msg.id:
             return self._reject(record, msg.id, owner="engine")
-        if msg.invocation is not None:
+        if msg.invocation is not None and self._http_executor is not None:
+            problem = self._check_invocation(msg.invocation)
+            if problem is not None:
+                logger.error(
+                    "worker %s registered HTTP-invoked function %s, refused: %s",
+                    record.worker_id,
+                    msg.id,
+                    problem,
+                )
+                return []
+        elif msg.invocation is not None:
             logger.warning(
                 "worker %s registered HTTP-invoked function %s; iii_trio does not call HTTP "
                 "endpoints, so calls to it fail with function_not_invokable",
@@ -303,6 +343,7 @@ class Router:
             response_format=msg.response_format,
             http=msg.invocation is not None,
             info_size=info_size,
+            invocation=msg.invocation,
         )
         try:
             if info_size > self.config.max_function_info:
@@ -386,7 +427,10 @@ class Router:
             return _error_reply(
                 caller, msg, codes.FUNCTION_NOT_FOUND, f"Function '{function_id}' not found"
             )
-        if entry.http:
+        executor = entry.worker_id
+        if entry.http and self._http_executor is not None:
+            executor = self._http_executor
+        elif entry.http:
             return _error_reply(
                 caller,
                 msg,
@@ -414,7 +458,7 @@ class Router:
             caller_id=msg.invocation_id if wants_reply else None,
             function_id=function_id,
             caller=caller.worker_id,
-            executor=entry.worker_id,
+            executor=executor,
             deadline=now + timeout,
             started=now,
             timeout=timeout,
@@ -423,7 +467,7 @@ class Router:
         invocations.add(inv)
         self._on_deadline(inv.deadline)
         data = msg.data
-        if isinstance(data, dict):
+        if isinstance(data, dict) and not caller.internal:
             data = {**data, _CALLER_KEY: caller.worker_id}
         forward = InvokeFunction(
             invocation_id=target_id,
@@ -433,8 +477,9 @@ class Router:
             baggage=msg.baggage,
             metadata=msg.metadata,
             timeout_ms=int(timeout * 1000),
+            namespace=entry.namespace if executor != entry.worker_id else None,
         )
-        return [(entry.worker_id, forward)]
+        return [(executor, forward)]
 
     def _channels_of(self, data: JSON) -> tuple[Progress, ...]:
         """The live channels a payload names (the call's deadline follows their progress)."""

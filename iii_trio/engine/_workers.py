@@ -24,6 +24,9 @@ class WorkerRecord:
         namespace: where its functions live (set by ``engine::workers::register``).
         info: what the worker said about itself in ``engine::workers::register``.
         bad_messages: messages from it that broke the protocol.
+        internal: a service of the engine itself that talks to the router as a worker does
+            (the HTTP server, the HTTP function caller); it has no connection and is not
+            listed among the workers.
     """
 
     worker_id: str
@@ -33,6 +36,7 @@ class WorkerRecord:
     namespace: str = DEFAULT_NAMESPACE
     info: dict[str, JSON] = attrs.field(factory=dict)
     bad_messages: int = 0
+    internal: bool = False
 
     @property
     def name(self) -> str:

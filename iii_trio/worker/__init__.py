@@ -14,6 +14,10 @@ from ._channels import ChannelWriter as ChannelWriter
 from ._connect_worker import connect_worker as connect_worker
 from ._files import receive_file as receive_file
 from ._files import send_file as send_file
+from ._http import HttpHandler as HttpHandler
+from ._http import HttpRequest as HttpRequest
+from ._http import HttpResponse as HttpResponse
+from ._http import http_handler as http_handler
 from ._streaming import ReaderCall as ReaderCall
 from ._streaming import WriterCall as WriterCall
 from ._triggers import TriggerBinding as TriggerBinding

@@ -56,6 +56,7 @@ from ._channels import ChannelEndpoint
 from ._connect import backoff, connect_engine
 from ._dispatch import run_invocation
 from ._functions import FunctionSpec, Handler, make_spec
+from ._http import HttpAPI
 from ._refs import payload_to_json
 from ._session import Session
 from ._triggers import TriggerHandler, TriggerRef, TriggerTypeRef, WorkerTriggers
@@ -89,7 +90,7 @@ class FunctionRef:
 
 
 @final
-class Worker(ChannelAPI):
+class Worker(ChannelAPI, HttpAPI):
     """A worker connected to an iii engine. Get one from :func:`connect_worker`.
 
     Attributes:

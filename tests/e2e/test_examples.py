@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 import trio
 
+import iii_trio
+
 EXAMPLES = Path(__file__).parents[2] / "examples"
 
 
@@ -40,3 +42,20 @@ async def test_readme_worker_example(iii_engine) -> None:
         )
     assert done.returncode == 0, done.stderr.decode()[-3000:]
     assert "starting" in done.stdout.decode()
+
+
+async def test_readme_http_example() -> None:
+    """The README's HTTP triggers snippet, run as written (with the engine's URLs swapped in)."""
+    readme = (EXAMPLES.parent / "README.md").read_text()
+    code = readme.split("## HTTP triggers", 1)[1].split("```python", 1)[1].split("```", 1)[0]
+    async with iii_trio.open_engine(port=0, http_port=0) as engine:
+        code = code.replace('"ws://127.0.0.1:49134"', repr(engine.url))
+        code = code.replace('"http://127.0.0.1:3111"', repr(engine.http_url))
+        with trio.fail_after(60):
+            done = await trio.run_process(
+                [sys.executable, "-c", code], capture_stdout=True, capture_stderr=True, check=False
+            )
+    assert done.returncode == 0, done.stderr.decode()[-3000:]
+    out = done.stdout.decode()
+    assert "uploaded: 201" in out and '"size":5000000' in out
+    assert "downloaded: 200 3000000 bytes" in out

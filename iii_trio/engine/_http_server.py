@@ -1,0 +1,729 @@
+"""The engine's HTTP server: HTTP/1.1 over h11, one task per connection, requests served
+through channels.
+
+Theory of operation
+-------------------
+Each connection runs :func:`handle_http_connection`: read a request head (the first byte
+within ``http_idle_timeout``, the whole head within ``http_head_timeout`` of it, at most 16 KiB),
+answer it, and go on with the next one while both sides keep the connection (pipelined
+requests are answered in order, one at a time). Anything h11 refuses is answered 400 (or 431)
+and the connection closed.
+
+A routed request (see :mod:`._http_exchange` for the shapes) runs in its own nursery, which
+owns the engine side of its two channels: the server attaches in-process to the *write* end of
+``request_body`` and the *read* end of ``response`` (real broker channels, so their byte
+bounds, end codes and the deadline rule apply as between workers). A JSON body is read whole
+(it is parsed for ``body``) and written to ``request_body`` in 64 KiB frames; any other body
+is pumped from the socket to the channel as it arrives, so a slow handler slows the client
+down through TCP and the engine holds at most the channel's bounds. A client that goes away
+mid-body makes the channel *lost* (the handler's reader raises ``ChannelLost``), never a
+clean end; a body over ``http_max_body_size`` aborts it and is answered 413.
+
+The answer races the function's result against the ``response`` channel (:class:`_Answer`):
+``set_status``/``set_headers`` text frames shape the head, the first data frame (or the end
+of the channel) sends it, and the body follows chunk by chunk, each written as it comes (SSE
+needs nothing more). A returned ``{status_code, headers, body}`` is sent whole if the handler
+never opened ``response``. A channel that ends with an error after the head aborts the
+response: the connection is closed without the last chunk, so no client takes a cut body for a
+whole one.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import socket
+import struct
+from collections.abc import Awaitable, Callable
+from functools import partial
+from typing import Final, final
+
+import attrs
+import h11
+import trio
+
+from .. import _codes as codes
+from .._ws import ConnectionClosed, MessageSocket
+from .._ws._handshake import MAX_REQUEST_HEAD, redact
+from .._ws._server import (
+    ACCEPT_CAPACITY_ERRNOS,
+    ACCEPT_RETRY_DELAY,
+    ACCEPT_WARNING_INTERVAL,
+)
+from ..protocol import JSON
+from . import _http_exchange as ex
+from ._config import EngineConfig
+from ._http_exchange import Headers, Response
+from ._http_routes import Match, Route, WrongMethod
+from ._http_service import CallFailed, HttpTriggers, PendingCall
+
+logger = logging.getLogger("iii_trio.engine.http")
+
+#: Bytes read from a client at once, and the largest frame written to ``request_body``.
+CHUNK: Final = 64 * 1024
+#: Seconds spent reading what a client still sends after an error answer (see _ws._server).
+LINGER: Final = 1.0
+
+#: Opens an in-process end of a channel from its ref, its broker handler in the nursery.
+OpenEnd = Callable[[dict[str, JSON], trio.Nursery], Awaitable[MessageSocket]]
+
+
+class _Abort(Exception):
+    """The response cannot be completed: close the connection without ending it."""
+
+
+@final
+@attrs.define(eq=False)
+class HttpGateway:
+    """What the HTTP server needs of its engine.
+
+    Attributes:
+        config: the engine's settings.
+        triggers: the route table and the calls (the ``http`` internal worker).
+        create_channel: makes a channel owned by the HTTP server (``{"writer", "reader"}``).
+        release_channel: expires a channel's ends that never attached.
+        writer_attached: whether a channel's write end ever attached.
+        open_end: attaches the server in-process to one end of a channel.
+        requests: limits the requests served at once.
+    """
+
+    config: EngineConfig
+    triggers: HttpTriggers
+    create_channel: Callable[[], dict[str, JSON]]
+    release_channel: Callable[[str], None]
+    writer_attached: Callable[[str], bool]
+    open_end: OpenEnd
+    requests: trio.Semaphore
+    served: int = 0
+
+
+def _peer_name(stream: trio.SocketStream) -> str:
+    try:
+        host, port, *_ = stream.socket.getpeername()
+    except (OSError, ValueError, TypeError):
+        return "?"
+    return f"{host}:{port}"
+
+
+async def handle_http_connection(stream: trio.SocketStream, gateway: HttpGateway) -> None:
+    """Serve one HTTP connection until either side ends it. Never raises ``Exception``."""
+    peer = _peer_name(stream)
+    conn = _Conn(stream, gateway, peer)
+    try:
+        await conn.serve()
+    except Exception:
+        logger.exception("HTTP connection from %s failed", peer)
+    finally:
+        if conn.reset:
+            _set_reset(stream)
+        await trio.aclose_forcefully(stream)
+
+
+def _set_reset(stream: trio.SocketStream) -> None:
+    """Make the close a TCP reset (SO_LINGER 0): the one way to tell an HTTP/1.0 client,
+    whose body ends with the connection, that the body it got is not whole."""
+    try:
+        stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    except OSError:
+        pass
+
+
+@final
+class _Conn:
+    def __init__(self, stream: trio.SocketStream, gateway: HttpGateway, peer: str) -> None:
+        self.stream = stream
+        self.gateway = gateway
+        self.config = gateway.config
+        self.peer = peer
+        self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_REQUEST_HEAD)
+        self.reset = False
+        self.head_only = False
+        self.origin = False
+        #: The request body went over ``http_max_body_size`` (answered 413).
+        self.too_large = False
+
+    # --- the request loop ------------------------------------------------------------------
+
+    async def serve(self) -> None:
+        conn = self.h11
+        while True:
+            try:
+                request = await self._read_head()
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                return
+            except h11.RemoteProtocolError as exc:
+                if conn.their_state is not h11.IDLE or conn.trailing_data[0]:
+                    logger.info("bad HTTP request from %s: %s", self.peer, redact(str(exc)))
+                    await self._refuse(exc.error_status_hint, f"bad request: {redact(str(exc))}")
+                return
+            if request is None:
+                return
+            try:
+                await self._answer(request)
+            except (_Abort, trio.BrokenResourceError, trio.ClosedResourceError):
+                return
+            except h11.LocalProtocolError as exc:
+                logger.info("HTTP answer to %s failed: %s", self.peer, exc)
+                return
+            if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
+                return  # the body was not read to its end (or it is an HTTP/1.0 client)
+            try:
+                conn.start_next_cycle()
+            except h11.LocalProtocolError:
+                return
+
+    async def _read_head(self) -> h11.Request | None:
+        """The next request head, or ``None`` when the client left (or took too long).
+
+        Raises:
+            h11.RemoteProtocolError: not HTTP/1.1 (including a head over 16 KiB).
+        """
+        conn = self.h11
+        deadline = trio.current_time() + self.config.http_idle_timeout
+        started = bool(conn.trailing_data[0])
+        if started:
+            deadline = trio.current_time() + self.config.http_head_timeout
+        received = 0
+        while True:
+            event = conn.next_event()
+            if event is h11.NEED_DATA:
+                if received >= MAX_REQUEST_HEAD:
+                    raise h11.RemoteProtocolError(
+                        f"request head over {MAX_REQUEST_HEAD} bytes", error_status_hint=431
+                    )
+                with trio.move_on_at(deadline):
+                    data = await self.stream.receive_some(MAX_REQUEST_HEAD - received)
+                    received += len(data)
+                    conn.receive_data(data)
+                    if not started and data:
+                        started = True
+                        deadline = trio.current_time() + self.config.http_head_timeout
+                    continue
+                if started:
+                    logger.info("request head from %s timed out", self.peer)
+                    await self._refuse(408, "request head timed out")
+                return None
+            if isinstance(event, h11.Request):
+                return event
+            return None  # ConnectionClosed (or PAUSED after a close)
+
+    async def _refuse(self, status: int, text: str) -> None:
+        """Answer an error and close (reading what the client still sends, briefly, so the
+        answer is not lost to a reset)."""
+        with trio.move_on_after(LINGER):
+            try:
+                if self.h11.our_state in (h11.IDLE, h11.SEND_RESPONSE):
+                    code = "REQUEST_TIMEOUT" if status == 408 else "BAD_REQUEST"
+                    await self._send_whole(ex.error_response(status, code, text), close=True)
+                await self.stream.send_eof()
+                while await self.stream.receive_some(CHUNK):
+                    pass
+            except (h11.LocalProtocolError, trio.BrokenResourceError, trio.ClosedResourceError):
+                pass
+
+    # --- one request -----------------------------------------------------------------------
+
+    async def _answer(self, request: h11.Request) -> None:
+        method = request.method.decode("ascii", "replace").upper()
+        target = request.target.decode("latin-1")
+        path, _, query = target.partition("?")
+        headers = ex.request_headers(request.headers)
+        self.head_only = method == "HEAD"
+        self.origin = self.config.http_cors and "origin" in headers
+        routes = self.gateway.triggers.routes
+        if method == "OPTIONS" and self.config.http_cors and _is_preflight(headers):
+            await self._send_whole(_preflight(headers))
+            return
+        found = routes.match(method, path)
+        if isinstance(found, WrongMethod) and method == "HEAD":
+            found = routes.match("GET", path)  # HEAD is GET without the body
+        if found is None:
+            await self._finish_unrouted(ex.not_found())
+            return
+        if isinstance(found, WrongMethod):
+            allow = ", ".join(found.allowed)
+            if method == "OPTIONS":
+                await self._finish_unrouted(ex.empty_response(204, [("allow", allow)]))
+            else:
+                await self._finish_unrouted(ex.empty_response(405, [("allow", allow)]))
+            return
+        length = _content_length(request)
+        if length is not None and length > self.config.http_max_body_size:
+            await self._finish_unrouted(_too_large(self.config.http_max_body_size))
+            return
+        self.gateway.served += 1
+        async with self.gateway.requests:
+            await self._route(found, method, ex.query_params(query), headers)
+
+    async def _finish_unrouted(self, response: Response) -> None:
+        """Answer a request no function handles; its body (if any) is read and dropped, up
+        to the body limit, so the connection can serve the next request."""
+        await self._send_whole(response)
+        left = self.config.http_max_body_size
+        while self.h11.their_state is h11.SEND_BODY and left > 0:
+            with trio.move_on_after(self.config.http_head_timeout) as scope:
+                event = await self._next_body_event()
+            if scope.cancelled_caught or not isinstance(event, h11.Data):
+                return
+            left -= len(event.data)
+
+    async def _route(
+        self, found: Match, method: str, query: dict[str, str], headers: dict[str, str]
+    ) -> None:
+        route = found.route
+        triggers = self.gateway.triggers
+        timeout = self.config.http_request_timeout
+        for function_id in route.middleware:
+            info = ex.middleware_input(method, found.path_params, query, headers)
+            try:
+                with trio.fail_after(timeout):
+                    outcome = await triggers.run_call(function_id, info, timeout=timeout)
+            except trio.TooSlowError:
+                await self._finish_unrouted(
+                    ex.error_response(504, "MIDDLEWARE_TIMEOUT", f"{function_id} timed out")
+                )
+                return
+            except CallFailed as exc:
+                await self._finish_unrouted(_failure(exc))
+                return
+            respond = ex.middleware_outcome(outcome)
+            if respond is not None:
+                await self._finish_unrouted(respond)
+                return
+        gateway = self.gateway
+        request_refs, response_refs = gateway.create_channel(), gateway.create_channel()
+        channel_ids = [_channel_id(request_refs), _channel_id(response_refs)]
+        try:
+            async with trio.open_nursery() as nursery:
+                body_ws = await gateway.open_end(_ref(request_refs, "writer"), nursery)
+                response_ws = await gateway.open_end(_ref(response_refs, "reader"), nursery)
+                try:
+                    await self._exchange(
+                        route,
+                        method,
+                        found.path_params,
+                        query,
+                        headers,
+                        body_ws,
+                        response_ws,
+                        request_refs,
+                        response_refs,
+                        release=partial(_release_all, gateway, channel_ids),
+                    )
+                finally:
+                    with trio.CancelScope(shield=True):
+                        await body_ws.abort()
+                        await response_ws.abort()
+                    nursery.cancel_scope.cancel()
+        finally:
+            for channel_id in channel_ids:
+                gateway.release_channel(channel_id)
+
+    async def _exchange(
+        self,
+        route: Route,
+        method: str,
+        path_params: dict[str, str],
+        query: dict[str, str],
+        headers: dict[str, str],
+        body_ws: MessageSocket,
+        response_ws: MessageSocket,
+        request_refs: dict[str, JSON],
+        response_refs: dict[str, JSON],
+        release: Callable[[], None],
+    ) -> None:
+        body: JSON = None
+        streamed = not ex.is_json(headers)
+        if not streamed:
+            raw = await self._read_whole_body(body_ws)
+            if raw is None:
+                return
+            body = ex.parse_json_body(raw)
+            for start in range(0, len(raw), CHUNK):
+                await body_ws.send(raw[start : start + CHUNK])
+            await body_ws.close()
+        data = ex.invocation_data(
+            route,
+            method=method,
+            path_params=path_params,
+            query=query,
+            headers=headers,
+            body=body,
+            request_body=_ref(request_refs, "reader"),
+            response=_ref(response_refs, "writer"),
+        )
+        timeout = self.config.http_request_timeout
+        if route.condition is not None:
+            try:
+                allowed = await self.gateway.triggers.run_call(
+                    route.condition, ex.condition_data(data), timeout=timeout
+                )
+            except CallFailed as exc:
+                await self._send_whole(_failure(exc))
+                return
+            if allowed is False:
+                await self._send_whole(ex.condition_not_met())
+                return
+        async with trio.open_nursery() as nursery:
+            if streamed:
+                nursery.start_soon(self._pump_body, body_ws)
+            answer = _Answer(self, response_ws, _channel_id(response_refs), timeout)
+            pending = self.gateway.triggers.call(
+                route.function_id, data, timeout=timeout, metadata=route.metadata
+            )
+            try:
+                await answer.run(pending)
+            finally:
+                self.gateway.triggers.forget(pending)
+                release()
+            if self.h11.their_state is not h11.SEND_BODY:
+                return  # the body pump is done (or was never needed)
+            # The answer is out before the whole body came in: the connection cannot serve
+            # another request, and the handler is done with the stream.
+            nursery.cancel_scope.cancel()
+
+    # --- request bodies --------------------------------------------------------------------
+
+    async def _next_body_event(self) -> h11.Event:
+        conn = self.h11
+        if conn.they_are_waiting_for_100_continue:
+            await self.stream.send_all(
+                conn.send(h11.InformationalResponse(status_code=100, headers=[])) or b""
+            )
+        while True:
+            event = conn.next_event()
+            if event is h11.NEED_DATA:
+                conn.receive_data(await self.stream.receive_some(CHUNK))
+            elif event is h11.PAUSED:
+                raise h11.RemoteProtocolError("unexpected pause in a request body")
+            else:
+                assert isinstance(event, h11.Event)
+                return event
+
+    async def _read_whole_body(self, body_ws: MessageSocket) -> bytes | None:
+        """A JSON body, whole (``None``: it was too large, or the client left; answered)."""
+        raw = bytearray()
+        limit = self.config.http_max_body_size
+        try:
+            while True:
+                event = await self._next_body_event()
+                if isinstance(event, h11.Data):
+                    raw += event.data
+                    if len(raw) > limit:
+                        await body_ws.close(codes.WRITER_ABORTED, "request body too large")
+                        await self._send_whole(_too_large(limit), close=True)
+                        return None
+                elif isinstance(event, h11.EndOfMessage):
+                    return bytes(raw)
+                else:
+                    raise h11.RemoteProtocolError("connection closed in the request body")
+        except (h11.RemoteProtocolError, trio.BrokenResourceError) as exc:
+            logger.info("client %s left during its request body: %s", self.peer, exc)
+            raise _Abort from exc
+
+    async def _pump_body(self, body_ws: MessageSocket) -> None:
+        """Move the request body to ``request_body`` as it arrives, with backpressure: the
+        next read waits for the channel to take the last chunk."""
+        limit = self.config.http_max_body_size
+        received = 0
+        try:
+            while True:
+                event = await self._next_body_event()
+                if isinstance(event, h11.Data):
+                    received += len(event.data)
+                    if received > limit:
+                        logger.info("request body from %s over %d bytes", self.peer, limit)
+                        await body_ws.close(codes.WRITER_ABORTED, "request body too large")
+                        self.too_large = True
+                        return
+                    data = event.data
+                    for start in range(0, len(data), CHUNK):
+                        await body_ws.send(data[start : start + CHUNK])
+                elif isinstance(event, h11.EndOfMessage):
+                    await body_ws.close()
+                    return
+                else:
+                    raise h11.RemoteProtocolError("connection closed in the request body")
+        except (h11.RemoteProtocolError, trio.BrokenResourceError, trio.ClosedResourceError):
+            # The client went away mid-body: the handler's reader must not see a clean end.
+            logger.info("client %s left during its request body", self.peer)
+            await body_ws.abort()
+        except ConnectionClosed:
+            pass  # the handler closed request_body (or it was released): stop reading
+
+    # --- responses -------------------------------------------------------------------------
+
+    def _cors(self, headers: Headers) -> Headers:
+        if not self.origin:
+            return headers
+        return [
+            *headers,
+            ("access-control-allow-origin", "*"),
+            ("access-control-expose-headers", "*"),
+        ]
+
+    async def _send_whole(self, response: Response, *, close: bool = False) -> None:
+        headers = [
+            *self._cors(response.headers),
+            ("content-length", str(len(response.body))),
+        ]
+        if close:
+            headers.append(("connection", "close"))
+        conn = self.h11
+        data = conn.send(
+            h11.Response(
+                status_code=response.status,
+                headers=headers,
+                reason=ex.reason_phrase(response.status),
+            )
+        )
+        if response.body and not self.head_only:
+            data += conn.send(h11.Data(data=response.body))
+        data += conn.send(h11.EndOfMessage())
+        await self.stream.send_all(data)
+
+    async def send_head(self, status: int, headers: Headers) -> None:
+        head = h11.Response(
+            status_code=status, headers=self._cors(headers), reason=ex.reason_phrase(status)
+        )
+        await self.stream.send_all(self.h11.send(head) or b"")
+
+    async def send_chunk(self, data: bytes) -> None:
+        if data and not self.head_only:
+            await self.stream.send_all(self.h11.send(h11.Data(data=data)) or b"")
+
+    async def send_end(self) -> None:
+        await self.stream.send_all(self.h11.send(h11.EndOfMessage()) or b"")
+
+    def abort(self, why: str) -> _Abort:
+        """The response cannot end well: the connection is cut (a reset), so the client
+        never takes what it got for a whole body."""
+        logger.info("response to %s aborted: %s", self.peer, why)
+        self.reset = True
+        return _Abort(why)
+
+
+@final
+class _Answer:
+    """Decide the response from the function's result and the ``response`` channel, then
+    stream the body (see the module docstring).
+
+    One refinement of iii's rule (channel items win ties): a ``response`` channel that ends
+    cleanly having carried nothing at all (no text frame, no data) leaves the decision to the
+    result. Our SDK closes every channel end a handler was given when it returns, so a
+    handler that returns ``{status_code, body}`` also closes ``response``, empty."""
+
+    def __init__(self, conn: _Conn, ws: MessageSocket, channel_id: str, timeout: float) -> None:
+        self.conn = conn
+        self.channel_id = channel_id
+        self.ws = ws
+        self.timeout = timeout
+        self.status = 200
+        self.headers: Headers = []
+        #: A text frame shaped the head (the handler streams).
+        self.touched = False
+        self.first: bytes | None = None
+        self.end: ConnectionClosed | None = None
+        self.decided: Response | None = None
+
+    async def run(self, pending: PendingCall) -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._watch_channel, pending, nursery.cancel_scope)
+            nursery.start_soon(self._watch_result, pending, nursery.cancel_scope)
+        conn = self.conn
+        if conn.too_large:
+            self.decided = _too_large(conn.config.http_max_body_size)
+        end = self.end
+        if self.decided is None and self._empty_end() and pending.answer is not None:
+            result = pending.answer.result
+            if pending.answer.error is None and result is not None:
+                self.decided = ex.response_from_result(result)
+        if self.decided is not None:
+            await conn._send_whole(self.decided)
+            return
+        if end is not None and end.code != codes.CLEAN_EOF:
+            # The handler failed before the head: a whole error answer is still possible.
+            await conn._send_whole(
+                ex.error_response(500, codes.INVOCATION_FAILED, end.reason or "stream aborted")
+            )
+            return
+        await conn.send_head(self.status, self.headers)
+        if self.first is not None:
+            await conn.send_chunk(self.first)
+            self.first = None
+            await self._stream_rest()
+        await conn.send_end()
+
+    async def _stream_rest(self) -> None:
+        ws, conn = self.ws, self.conn
+        while True:
+            try:
+                item = await ws.receive()
+            except ConnectionClosed as exc:
+                if exc.code == codes.CLEAN_EOF:
+                    return
+                raise conn.abort(
+                    f"the handler's stream ended with {exc.code} {exc.reason}"
+                ) from None
+            if isinstance(item, bytes):
+                await conn.send_chunk(item)
+
+    def _empty_end(self) -> bool:
+        end = self.end
+        return (
+            end is not None
+            and end.code == codes.CLEAN_EOF
+            and not self.touched
+            and self.first is None
+        )
+
+    async def _watch_channel(self, pending: PendingCall, done: trio.CancelScope) -> None:
+        try:
+            while True:
+                item = await self.ws.receive()
+                if isinstance(item, str):
+                    control = ex.control_message(item)
+                    self.touched = True
+                    if isinstance(control, ex.SetStatus):
+                        self.status = control.status
+                    elif isinstance(control, ex.SetHeaders):
+                        self.headers = ex.merge_headers(self.headers, control.headers)
+                elif item:
+                    self.first = item
+                    break
+        except ConnectionClosed as exc:
+            self.end = exc
+            if self._empty_end() and not pending.done.is_set():
+                return  # closed unused: the result decides (see the class docstring)
+        done.cancel()
+
+    async def _watch_result(self, pending: PendingCall, done: trio.CancelScope) -> None:
+        await pending.done.wait()
+        try:
+            result = pending.result()
+        except CallFailed as exc:
+            self.decided = _failure(exc)
+            done.cancel()
+            return
+        if result is not None and not self._handler_streams():
+            self.decided = ex.response_from_result(result)
+            done.cancel()
+            return
+        if self.end is not None:
+            done.cancel()  # the channel ended, unused: an empty answer
+            return
+        # A null result (or one the stream overrides): the channel decides. A handler that
+        # never opens it gets the request timeout, as in iii.
+        await trio.sleep(self.timeout)
+        if not self._handler_streams():
+            self.decided = ex.empty_response(504)
+            done.cancel()
+
+    def _handler_streams(self) -> bool:
+        """Whether the handler is answering through ``response`` (its result is then
+        ignored)."""
+        if self.first is not None or self.touched:
+            return True
+        return self.end is None and self.conn.gateway.writer_attached(self.channel_id)
+
+
+def _failure(exc: CallFailed) -> Response:
+    if exc.code == codes.INVOCATION_TIMEOUT:
+        return ex.empty_response(504)
+    return ex.error_response(500, exc.code, exc.message)
+
+
+def _too_large(limit: int) -> Response:
+    return ex.error_response(413, "PAYLOAD_TOO_LARGE", f"request body over the {limit} byte limit")
+
+
+def _content_length(request: h11.Request) -> int | None:
+    for name, value in request.headers:
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
+
+
+def _is_preflight(headers: dict[str, str]) -> bool:
+    return "origin" in headers and "access-control-request-method" in headers
+
+
+def _preflight(headers: dict[str, str]) -> Response:
+    """A permissive CORS preflight answer (iii's default when no ``cors`` is configured)."""
+    return ex.empty_response(
+        200,
+        [
+            ("access-control-allow-methods", headers.get("access-control-request-method", "*")),
+            ("access-control-allow-headers", headers.get("access-control-request-headers", "*")),
+            ("access-control-max-age", "600"),
+            ("vary", "origin, access-control-request-method, access-control-request-headers"),
+        ],
+    )
+
+
+def _release_all(gateway: HttpGateway, channel_ids: list[str]) -> None:
+    for channel_id in channel_ids:
+        gateway.release_channel(channel_id)
+
+
+def _channel_id(refs: dict[str, JSON]) -> str:
+    writer = refs["writer"]
+    assert isinstance(writer, dict)
+    channel_id = writer["channel_id"]
+    assert isinstance(channel_id, str)
+    return channel_id
+
+
+def _ref(refs: dict[str, JSON], end: str) -> dict[str, JSON]:
+    ref = refs[end]
+    assert isinstance(ref, dict)
+    return ref
+
+
+async def serve_http(
+    gateway: HttpGateway, listeners: list[trio.SocketListener], *, handler_nursery: trio.Nursery
+) -> None:
+    """Accept HTTP connections on ``listeners`` until cancelled, one task each in
+    ``handler_nursery``, at most ``http_max_connections`` at once (more wait in the listen
+    backlog). While ``accept()`` fails for lack of descriptors or memory, it is retried, with
+    at most one warning per :data:`ACCEPT_WARNING_INTERVAL` seconds.
+
+    Raises:
+        OSError: ``accept()`` failed for another reason.
+    """
+    slots = trio.Semaphore(gateway.config.http_max_connections)
+    warned_at = -math.inf
+
+    async def serve_one(stream: trio.SocketStream) -> None:
+        try:
+            await handle_http_connection(stream, gateway)
+        finally:
+            slots.release()
+
+    async def accept_from(listener: trio.SocketListener) -> None:
+        nonlocal warned_at
+        async with listener:
+            while True:
+                await slots.acquire()
+                try:
+                    stream = await listener.accept()
+                except OSError as exc:
+                    slots.release()
+                    if exc.errno not in ACCEPT_CAPACITY_ERRNOS:
+                        raise
+                    if trio.current_time() - warned_at >= ACCEPT_WARNING_INTERVAL:
+                        warned_at = trio.current_time()
+                        logger.warning("cannot accept HTTP connections: %s; retrying", exc)
+                    await trio.sleep(ACCEPT_RETRY_DELAY)
+                    continue
+                except BaseException:
+                    slots.release()
+                    raise
+                handler_nursery.start_soon(serve_one, stream)
+
+    async with trio.open_nursery() as nursery:
+        for listener in listeners:
+            nursery.start_soon(accept_from, listener)
