@@ -21,17 +21,15 @@ from __future__ import annotations
 import hmac
 import logging
 import math
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
-from typing import Any, Final, final
+from typing import Final, final
 
 import attrs
 import trio
 import trio.testing
 
 from .._errors import LocalProtocolError, RemoteProtocolError
-from .._unwrap import open_nursery
 from .._ws import (
     Accept,
     ConnectionClosed,
@@ -52,50 +50,12 @@ from ._http_server import HttpGateway, serve_http
 from ._http_service import HTTP_WORKER, HttpTriggers
 from ._registry import DEFAULT_NAMESPACE
 from ._router import Drop, Outgoing, Router
+from ._statistics import EngineStatistics
 
 logger = logging.getLogger("iii_trio.engine")
 
 #: Seconds a stopping engine gives its connections to deliver what is queued and close.
 _GOODBYE_TIMEOUT: Final = 2.0
-
-
-@attrs.frozen(kw_only=True)
-class EngineStatistics:
-    """A snapshot of what an engine holds (:meth:`Engine.statistics`).
-
-    Attributes:
-        connections: WebSocket connections of every kind served now (``max_connections``).
-        connections_refused: upgrades refused at ``max_connections`` so far.
-        workers: connected workers.
-        functions: registered functions.
-        invocations: invocations in flight.
-        channels: live channels.
-        channels_finished: channels that ended so far.
-        channel_buffered_bytes: bytes of channel data held now (``channel_memory_limit``).
-        channel_buffered_peak: the most channel data held at once.
-        outbox_bytes: bytes queued for all worker connections now.
-        outbox_peak: the most one connection had queued at once (``outbox_hard_limit``).
-        calls_refused: calls failed with ``worker_overloaded`` (``outbox_limit``).
-        slow_consumers_dropped: connections dropped over ``outbox_hard_limit`` or
-            ``outbox_max_messages``.
-        unresponsive_dropped: connections dropped for not answering a ping in
-            ``ping_timeout``.
-    """
-
-    workers: int
-    functions: int
-    invocations: int
-    channels: int
-    channels_finished: int
-    connections: int = 0
-    connections_refused: int = 0
-    channel_buffered_bytes: int = 0
-    channel_buffered_peak: int = 0
-    outbox_bytes: int = 0
-    outbox_peak: int = 0
-    calls_refused: int = 0
-    slow_consumers_dropped: int = 0
-    unresponsive_dropped: int = 0
 
 
 @final
@@ -557,55 +517,6 @@ async def _drain_telemetry(ws: MessageSocket) -> None:
             await ws.receive()
     except ConnectionClosed:
         return
-
-
-@asynccontextmanager
-async def open_engine(config: EngineConfig | None = None, **settings: Any) -> AsyncIterator[Engine]:
-    """Run an engine in the background for the duration of the block.
-
-    ``settings`` are :class:`EngineConfig` fields (``port=0`` for a free port is the usual
-    choice in tests). On exit the engine stops and every connection is closed. An exception
-    raised in the block leaves it as itself (never wrapped in an ``ExceptionGroup``).
-
-    Raises:
-        OSError: the address could not be bound (e.g. the port is in use).
-        ValueError: a setting is out of range (see :class:`EngineConfig`).
-        TypeError: an unknown setting.
-    """
-    if config is None:
-        config = EngineConfig(**settings)
-    elif settings:
-        config = attrs.evolve(config, **settings)
-    async with open_nursery() as nursery:
-        engine: Engine = await nursery.start(Engine(config).run)
-        try:
-            yield engine
-        finally:
-            nursery.cancel_scope.cancel()
-
-
-async def serve_engine(
-    config: EngineConfig | None = None,
-    *,
-    task_status: trio.TaskStatus[Engine] = trio.TASK_STATUS_IGNORED,
-    **settings: Any,
-) -> None:
-    """Run an engine until cancelled (``await nursery.start(serve_engine, ...)`` gives it).
-
-    Args:
-        config: the settings (default :class:`EngineConfig`'s).
-        task_status: gets the running :class:`Engine` once it listens.
-        **settings: :class:`EngineConfig` fields, overriding ``config``'s.
-
-    Raises:
-        OSError: the address could not be bound (e.g. the port is in use).
-        ValueError: a setting is out of range.
-    """
-    if config is None:
-        config = EngineConfig(**settings)
-    elif settings:
-        config = attrs.evolve(config, **settings)
-    await Engine(config).run(task_status=task_status)
 
 
 @final

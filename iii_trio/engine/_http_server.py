@@ -19,7 +19,7 @@ down through TCP and the engine holds at most the channel's bounds. A client tha
 mid-body makes the channel *lost* (the handler's reader raises ``ChannelLost``), never a
 clean end; a body over ``http_max_body_size`` aborts it and is answered 413.
 
-The answer races the function's result against the ``response`` channel (:class:`_Answer`):
+The answer races the function's result against the ``response`` channel (:mod:`._http_answer`):
 ``set_status``/``set_headers`` text frames shape the head, the first data frame (or the end
 of the channel) sends it, and the body follows chunk by chunk, each written as it comes (SSE
 needs nothing more). A returned ``{status_code, headers, body}`` is sent whole if the handler
@@ -53,9 +53,10 @@ from .._ws._server import (
 from ..protocol import JSON
 from . import _http_exchange as ex
 from ._config import EngineConfig
+from ._http_answer import Answer, failure_response, too_large_response
 from ._http_exchange import Headers, Response
 from ._http_routes import Match, Route, WrongMethod
-from ._http_service import CallFailed, HttpTriggers, PendingCall
+from ._http_service import CallFailed, HttpTriggers
 
 logger = logging.getLogger("iii_trio.engine.http")
 
@@ -214,7 +215,7 @@ class _Conn:
             try:
                 if self.h11.our_state in (h11.IDLE, h11.SEND_RESPONSE):
                     code = "REQUEST_TIMEOUT" if status == 408 else "BAD_REQUEST"
-                    await self._send_whole(ex.error_response(status, code, text), close=True)
+                    await self.send_whole(ex.error_response(status, code, text), close=True)
                 await self.stream.send_eof()
                 while await self.stream.receive_some(CHUNK):
                     pass
@@ -232,7 +233,7 @@ class _Conn:
         self.origin = self.config.http_cors and "origin" in headers
         routes = self.gateway.triggers.routes
         if method == "OPTIONS" and self.config.http_cors and _is_preflight(headers):
-            await self._send_whole(_preflight(headers))
+            await self.send_whole(_preflight(headers))
             return
         found = routes.match(method, path)
         if isinstance(found, WrongMethod) and method == "HEAD":
@@ -249,7 +250,7 @@ class _Conn:
             return
         length = _content_length(request)
         if length is not None and length > self.config.http_max_body_size:
-            await self._finish_unrouted(_too_large(self.config.http_max_body_size))
+            await self._finish_unrouted(too_large_response(self.config.http_max_body_size))
             return
         self.gateway.served += 1
         async with self.gateway.requests:
@@ -258,7 +259,7 @@ class _Conn:
     async def _finish_unrouted(self, response: Response) -> None:
         """Answer a request no function handles; its body (if any) is read and dropped, up
         to the body limit, so the connection can serve the next request."""
-        await self._send_whole(response)
+        await self.send_whole(response)
         left = self.config.http_max_body_size
         while self.h11.their_state is h11.SEND_BODY and left > 0:
             with trio.move_on_after(self.config.http_head_timeout) as scope:
@@ -284,7 +285,7 @@ class _Conn:
                 )
                 return
             except CallFailed as exc:
-                await self._finish_unrouted(_failure(exc))
+                await self._finish_unrouted(failure_response(exc))
                 return
             respond = ex.middleware_outcome(outcome)
             if respond is not None:
@@ -359,15 +360,15 @@ class _Conn:
                     route.condition, ex.condition_data(data), timeout=timeout
                 )
             except CallFailed as exc:
-                await self._send_whole(_failure(exc))
+                await self.send_whole(failure_response(exc))
                 return
             if allowed is False:
-                await self._send_whole(ex.condition_not_met())
+                await self.send_whole(ex.condition_not_met())
                 return
         async with trio.open_nursery() as nursery:
             if streamed:
                 nursery.start_soon(self._pump_body, body_ws)
-            answer = _Answer(self, response_ws, _channel_id(response_refs), timeout)
+            answer = Answer(self, response_ws, _channel_id(response_refs), timeout)
             pending = self.gateway.triggers.call(
                 route.function_id, data, timeout=timeout, metadata=route.metadata
             )
@@ -411,7 +412,7 @@ class _Conn:
                     raw += event.data
                     if len(raw) > limit:
                         await body_ws.close(codes.WRITER_ABORTED, "request body too large")
-                        await self._send_whole(_too_large(limit), close=True)
+                        await self.send_whole(too_large_response(limit), close=True)
                         return None
                 elif isinstance(event, h11.EndOfMessage):
                     return bytes(raw)
@@ -462,7 +463,7 @@ class _Conn:
             ("access-control-expose-headers", "*"),
         ]
 
-    async def _send_whole(self, response: Response, *, close: bool = False) -> None:
+    async def send_whole(self, response: Response, *, close: bool = False) -> None:
         headers = [
             *self._cors(response.headers),
             ("content-length", str(len(response.body))),
@@ -501,140 +502,6 @@ class _Conn:
         logger.info("response to %s aborted: %s", self.peer, why)
         self.reset = True
         return _Abort(why)
-
-
-@final
-class _Answer:
-    """Decide the response from the function's result and the ``response`` channel, then
-    stream the body (see the module docstring).
-
-    One refinement of iii's rule (channel items win ties): a ``response`` channel that ends
-    cleanly having carried nothing at all (no text frame, no data) leaves the decision to the
-    result. Our SDK closes every channel end a handler was given when it returns, so a
-    handler that returns ``{status_code, body}`` also closes ``response``, empty."""
-
-    def __init__(self, conn: _Conn, ws: MessageSocket, channel_id: str, timeout: float) -> None:
-        self.conn = conn
-        self.channel_id = channel_id
-        self.ws = ws
-        self.timeout = timeout
-        self.status = 200
-        self.headers: Headers = []
-        #: A text frame shaped the head (the handler streams).
-        self.touched = False
-        self.first: bytes | None = None
-        self.end: ConnectionClosed | None = None
-        self.decided: Response | None = None
-
-    async def run(self, pending: PendingCall) -> None:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._watch_channel, pending, nursery.cancel_scope)
-            nursery.start_soon(self._watch_result, pending, nursery.cancel_scope)
-        conn = self.conn
-        if conn.too_large:
-            self.decided = _too_large(conn.config.http_max_body_size)
-        end = self.end
-        if self.decided is None and self._empty_end() and pending.answer is not None:
-            result = pending.answer.result
-            if pending.answer.error is None and result is not None:
-                self.decided = ex.response_from_result(result)
-        if self.decided is not None:
-            await conn._send_whole(self.decided)
-            return
-        if end is not None and end.code != codes.CLEAN_EOF:
-            # The handler failed before the head: a whole error answer is still possible.
-            await conn._send_whole(
-                ex.error_response(500, codes.INVOCATION_FAILED, end.reason or "stream aborted")
-            )
-            return
-        await conn.send_head(self.status, self.headers)
-        if self.first is not None:
-            await conn.send_chunk(self.first)
-            self.first = None
-            await self._stream_rest()
-        await conn.send_end()
-
-    async def _stream_rest(self) -> None:
-        ws, conn = self.ws, self.conn
-        while True:
-            try:
-                item = await ws.receive()
-            except ConnectionClosed as exc:
-                if exc.code == codes.CLEAN_EOF:
-                    return
-                raise conn.abort(
-                    f"the handler's stream ended with {exc.code} {exc.reason}"
-                ) from None
-            if isinstance(item, bytes):
-                await conn.send_chunk(item)
-
-    def _empty_end(self) -> bool:
-        end = self.end
-        return (
-            end is not None
-            and end.code == codes.CLEAN_EOF
-            and not self.touched
-            and self.first is None
-        )
-
-    async def _watch_channel(self, pending: PendingCall, done: trio.CancelScope) -> None:
-        try:
-            while True:
-                item = await self.ws.receive()
-                if isinstance(item, str):
-                    control = ex.control_message(item)
-                    self.touched = True
-                    if isinstance(control, ex.SetStatus):
-                        self.status = control.status
-                    elif isinstance(control, ex.SetHeaders):
-                        self.headers = ex.merge_headers(self.headers, control.headers)
-                elif item:
-                    self.first = item
-                    break
-        except ConnectionClosed as exc:
-            self.end = exc
-            if self._empty_end() and not pending.done.is_set():
-                return  # closed unused: the result decides (see the class docstring)
-        done.cancel()
-
-    async def _watch_result(self, pending: PendingCall, done: trio.CancelScope) -> None:
-        await pending.done.wait()
-        try:
-            result = pending.result()
-        except CallFailed as exc:
-            self.decided = _failure(exc)
-            done.cancel()
-            return
-        if result is not None and not self._handler_streams():
-            self.decided = ex.response_from_result(result)
-            done.cancel()
-            return
-        if self.end is not None:
-            done.cancel()  # the channel ended, unused: an empty answer
-            return
-        # A null result (or one the stream overrides): the channel decides. A handler that
-        # never opens it gets the request timeout, as in iii.
-        await trio.sleep(self.timeout)
-        if not self._handler_streams():
-            self.decided = ex.empty_response(504)
-            done.cancel()
-
-    def _handler_streams(self) -> bool:
-        """Whether the handler is answering through ``response`` (its result is then
-        ignored)."""
-        if self.first is not None or self.touched:
-            return True
-        return self.end is None and self.conn.gateway.writer_attached(self.channel_id)
-
-
-def _failure(exc: CallFailed) -> Response:
-    if exc.code == codes.INVOCATION_TIMEOUT:
-        return ex.empty_response(504)
-    return ex.error_response(500, exc.code, exc.message)
-
-
-def _too_large(limit: int) -> Response:
-    return ex.error_response(413, "PAYLOAD_TOO_LARGE", f"request body over the {limit} byte limit")
 
 
 def _content_length(request: h11.Request) -> int | None:

@@ -27,7 +27,6 @@ from __future__ import annotations
 import hmac
 import logging
 import time
-import uuid
 from collections.abc import Callable, Mapping
 from typing import Final, final
 
@@ -49,20 +48,14 @@ from ..protocol import (
     Reattach,
     RegisterFunction,
     RegisterService,
-    RegisterTrigger,
-    RegisterTriggerType,
     RegistrationRejected,
-    TriggerRegistrationResult,
     UnregisterFunction,
-    UnregisterTrigger,
-    UnregisterTriggerType,
     WorkerRegistered,
     channel_ids,
     dumps,
-    is_ignored_tag,
-    loads,
     new_uuid,
 )
+from ._bad_messages import answer_bad_message
 from ._builtins import BUILTINS, BuiltinCall, BuiltinError, ChannelService
 from ._config import EngineConfig
 from ._invocations import Invocation, InvocationTable, Progress
@@ -73,12 +66,9 @@ from ._registry import (
     FunctionRegistry,
     RegistryLimitExceeded,
 )
+from ._trigger_messages import trigger_message
 from ._triggers import (
-    Binding,
-    BindingRefused,
     TriggerTable,
-    TriggerTypeEntry,
-    TriggerTypeTaken,
 )
 from ._workers import WorkerRecord
 
@@ -253,38 +243,24 @@ class Router:
             )
             return [(worker_id, Error(error=error))]
         else:
-            out = self._trigger_message(record, msg)
+            out = list(trigger_message(self._triggers, record, msg))
         self._on_change()
         return out
 
     def bad_message(
         self, worker_id: str, raw: str | bytes, exc: RemoteProtocolError
     ) -> list[Outgoing]:
-        """A message from ``worker_id`` failed to decode: the answer that says why (an error
-        result when the message still names an invocation to answer, else ``error``)."""
-        try:
-            obj = loads(raw)
-        except RemoteProtocolError:
-            obj = None
-        if is_ignored_tag(obj):
-            assert isinstance(obj, dict)
-            logger.debug("ignored %r message from %s", obj["type"], worker_id)
+        """A message from ``worker_id`` failed to decode: the answer that says why (see
+        :func:`._bad_messages.answer_bad_message`)."""
+        answer = answer_bad_message(raw, exc)
+        if answer is None:
+            logger.debug("ignored an %s message from %s", exc.hint, worker_id)
             return []
         record = self._workers.get(worker_id)
         if record is not None:
             record.bad_messages += 1
         logger.warning("bad message from worker %s: %s", worker_id, exc)
-        body = ErrorBody(code=exc.hint, message=str(exc))
-        invocation = _salvage_invocation(obj)
-        if invocation is None:
-            return [(worker_id, Error(error=body))]
-        invocation_id, function_id = invocation
-        return [
-            (
-                worker_id,
-                InvocationResult(invocation_id=invocation_id, function_id=function_id, error=body),
-            )
-        ]
+        return [(worker_id, answer)]
 
     def _reattach(self, record: WorkerRecord, msg: Reattach) -> list[Outgoing]:
         """iii's session resumption: a reconnected worker names its previous connection and
@@ -602,82 +578,6 @@ class Router:
         )
         return [(inv.caller, answer)]
 
-    # --- triggers --------------------------------------------------------------------------
-
-    def _trigger_message(self, record: WorkerRecord, msg: Message) -> list[Outgoing]:
-        table = self._triggers
-        worker_id = record.worker_id
-        if isinstance(msg, RegisterTriggerType):
-            entry = TriggerTypeEntry(
-                id=msg.id,
-                namespace=msg.namespace or record.namespace,
-                worker_id=worker_id,
-                description=msg.description,
-                trigger_request_format=msg.trigger_request_format,
-                call_request_format=msg.call_request_format,
-            )
-            try:
-                out = table.register_type(entry)
-            except TriggerTypeTaken as exc:
-                logger.warning("refused trigger type %s from worker %s: %s", msg.id, worker_id, exc)
-                body = ErrorBody(code=codes.TRIGGER_TYPE_CONFLICT, message=str(exc))
-                return [(worker_id, Error(error=body))]
-            logger.info("worker %s provides trigger type %s", worker_id, msg.id)
-            return list(out)
-        if isinstance(msg, UnregisterTriggerType):
-            logger.info("worker %s no longer provides trigger type %s", worker_id, msg.id)
-            return list(table.unregister_type(worker_id, msg.id))
-        if isinstance(msg, RegisterTrigger):
-            return self._bind(record, msg)
-        if isinstance(msg, UnregisterTrigger):
-            removed, withdrawn = table.unbind(msg.id, owner=worker_id)
-            if removed is None:
-                logger.debug("worker %s unregistered unknown trigger %s", worker_id, msg.id)
-            return list(withdrawn)
-        assert isinstance(msg, TriggerRegistrationResult)
-        if msg.error is not None:
-            logger.warning(
-                "worker %s rejected trigger %s (%s): %s: %s",
-                worker_id,
-                msg.id,
-                msg.trigger_type,
-                msg.error.code,
-                msg.error.message,
-            )
-        return list(table.result(worker_id, msg))
-
-    def _bind(self, record: WorkerRecord, msg: RegisterTrigger) -> list[Outgoing]:
-        binding = Binding(
-            id=msg.id,
-            trigger_type=msg.trigger_type,
-            function_id=msg.function_id,
-            config=msg.config,
-            metadata=msg.metadata,
-            namespace=msg.namespace or DEFAULT_NAMESPACE,
-            home_namespace=record.namespace,
-            trigger_namespace=msg.trigger_namespace,
-            owner=record.worker_id,
-        )
-        try:
-            out = self._triggers.bind(binding)
-        except BindingRefused as exc:
-            logger.warning("refused trigger %s from worker %s: %s", msg.id, record.worker_id, exc)
-            refusal = TriggerRegistrationResult(
-                id=msg.id,
-                trigger_type=msg.trigger_type,
-                function_id=msg.function_id,
-                error=ErrorBody(code=codes.TRIGGER_REGISTRATION_FAILED, message=str(exc)),
-            )
-            return [(record.worker_id, refusal)]
-        logger.info(
-            "worker %s bound %s to trigger type %s (%s)",
-            record.worker_id,
-            msg.function_id,
-            msg.trigger_type,
-            binding.status,
-        )
-        return list(out)
-
 
 def _error_reply(caller: WorkerRecord, msg: InvokeFunction, code: str, text: str) -> list[Outgoing]:
     if msg.invocation_id is None or isinstance(msg.action, ActionVoid):
@@ -688,21 +588,3 @@ def _error_reply(caller: WorkerRecord, msg: InvokeFunction, code: str, text: str
         invocation_id=msg.invocation_id, function_id=msg.function_id, error=error
     )
     return [(caller.worker_id, reply)]
-
-
-def _salvage_invocation(obj: JSON) -> tuple[str, str] | None:
-    """For a broken ``invokefunction`` that still names a UUID id and a function, the pair, so
-    the caller gets an error result instead of waiting for ever."""
-    if not isinstance(obj, dict) or obj.get("type") != "invokefunction":
-        return None
-    invocation_id, function_id = obj.get("invocation_id"), obj.get("function_id")
-    if not isinstance(invocation_id, str) or not isinstance(function_id, str):
-        return None
-    try:
-        uuid.UUID(invocation_id)
-    except ValueError:
-        return None
-    action = obj.get("action")
-    if isinstance(action, dict) and action.get("type") == "void":
-        return None
-    return invocation_id, function_id

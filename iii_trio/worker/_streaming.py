@@ -45,6 +45,8 @@ Trigger = Callable[..., Awaitable[Any]]
 class StreamingCall:
     """A call running while its stream flows; its result once the block is done."""
 
+    _own_end: ChannelWriter | ChannelReader
+
     def __init__(self, function_id: str) -> None:
         self.function_id = function_id
         self._done = trio.Event()
@@ -86,6 +88,7 @@ class WriterCall(StreamingCall):
     def __init__(self, function_id: str, writer: ChannelWriter) -> None:
         super().__init__(function_id)
         self.writer = writer
+        self._own_end: ChannelWriter | ChannelReader = writer
 
 
 @final
@@ -100,6 +103,7 @@ class ReaderCall(StreamingCall):
     def __init__(self, function_id: str, reader: ChannelReader) -> None:
         super().__init__(function_id)
         self.reader = reader
+        self._own_end: ChannelWriter | ChannelReader = reader
 
 
 def _payload_with(payload: Mapping[str, Any] | None, ref_key: str, ref: object) -> dict[str, Any]:
@@ -142,9 +146,11 @@ async def streaming_call(
             try:
                 yield running
             except BaseException as exc:
-                for end in ends:
-                    end._attach_on_close = True
-                await abort_ends(ends, exc)
+                # Only our end is claimed and aborted: the function holds the other one (if
+                # the call never reached it, that end expires with the channel's TTL).
+                own = running._own_end
+                own._attach_on_close = True
+                await abort_ends([own], exc)
                 if isinstance(exc, ChannelBroken) and not block.cancel_called:
                     with trio.move_on_after(CAUSE_GRACE):
                         await running._done.wait()
