@@ -26,7 +26,6 @@ from ._channels import ChannelReader, ChannelWriter
 
 if TYPE_CHECKING:
     from ._triggers import TriggerRef
-    from ._worker import FunctionRef
 
 
 def sse_event(data: str, *, event: str | None = None, id: str | None = None) -> bytes:
@@ -217,7 +216,7 @@ class HttpAPI:
 
     if TYPE_CHECKING:
 
-        def register_function(self, function_id: str, handler: Any) -> FunctionRef: ...
+        def register_function(self, function_id: str, handler: Any) -> object: ...
 
         def register_trigger(
             self, trigger_type: str, function_id: str | None = None, config: Any = None
