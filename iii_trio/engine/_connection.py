@@ -195,19 +195,23 @@ class WorkerConnection:
             queued += on_message(worker_id, msg, ws.receive_buffered)
 
     async def _keepalive(self, ws: WebSocket, interval: float) -> None:
-        """Ping every ``interval`` seconds; drop the worker when a pong takes longer than
-        ``ping_timeout`` (a worker that does not read cannot answer, and a stopped process
-        neither)."""
-        count = 0
-        while True:
-            await trio.sleep(interval)  # sleep-ok: the keepalive period
-            count += 1
-            with trio.move_on_after(self._ping_timeout) as scope:
-                try:
-                    await ws.ping(count.to_bytes(8, "big"))
-                except (trio.BrokenResourceError, trio.ClosedResourceError):
-                    return  # the reader sees the end of the connection
-            if scope.cancelled_caught:
-                self.unresponsive = True
-                self.drop(f"no pong within {self._ping_timeout:g}s (not reading, or gone)")
-                return
+        if await keepalive(ws, interval, self._ping_timeout):
+            self.unresponsive = True
+            self.drop(f"no pong within {self._ping_timeout:g}s (not reading, or gone)")
+
+
+async def keepalive(ws: WebSocket, interval: float, timeout: float) -> bool:
+    """Ping ``ws`` every ``interval`` seconds until a pong takes longer than ``timeout`` (a
+    peer that does not read cannot answer, and a stopped process neither): then return True.
+    False if the connection ended first. Another task must be reading ``ws``."""
+    count = 0
+    while True:
+        await trio.sleep(interval)  # sleep-ok: the keepalive period
+        count += 1
+        with trio.move_on_after(timeout) as scope:
+            try:
+                await ws.ping(count.to_bytes(8, "big"))
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                return False  # the reader sees the end of the connection
+        if scope.cancelled_caught:
+            return True

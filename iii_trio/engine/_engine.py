@@ -37,6 +37,7 @@ from .._ws import (
     MessageSocket,
     Outbox,
     Reject,
+    WebSocket,
     handle_connection,
     open_memory_websocket,
     serve_websockets,
@@ -44,7 +45,7 @@ from .._ws import (
 from ..protocol import JSON, InvokeFunction, Message, encode
 from ._broker import CHANNEL_PATH, ChannelBroker
 from ._config import EngineConfig
-from ._connection import WorkerConnection
+from ._connection import WorkerConnection, keepalive
 from ._http_invoker import HTTP_FUNCTIONS_WORKER, HttpInvoker
 from ._http_server import HttpGateway, serve_http
 from ._http_service import HTTP_WORKER, HttpTriggers
@@ -307,7 +308,7 @@ class Engine:
             return self._broker.route(request, peer)
         if path == "/otel":
             return Accept(
-                _drain_telemetry,
+                partial(_drain_telemetry, self.config),
                 max_message_size=self.config.max_message_size,
                 max_message_frames=self.config.max_message_frames,
             )
@@ -510,13 +511,24 @@ class Engine:
         )
 
 
-async def _drain_telemetry(ws: MessageSocket) -> None:
-    """``/otel``: iii SDKs stream telemetry here; we accept it and drop it."""
-    try:
-        while True:
-            await ws.receive()
-    except ConnectionClosed:
-        return
+async def _drain_telemetry(config: EngineConfig, ws: MessageSocket) -> None:
+    """``/otel``: iii SDKs stream telemetry here; we accept it and drop it. Kept alive like a
+    worker connection: a peer that stops answering pings is dropped."""
+    async with trio.open_nursery() as nursery:
+        if config.ping_interval is not None and isinstance(ws, WebSocket):
+
+            async def watch(ws: WebSocket, interval: float) -> None:
+                if await keepalive(ws, interval, config.ping_timeout):
+                    logger.info("dropping a telemetry connection: no pong")
+                    await ws.abort()
+
+            nursery.start_soon(watch, ws, config.ping_interval)
+        try:
+            while True:
+                await ws.receive()
+        except ConnectionClosed:
+            pass
+        nursery.cancel_scope.cancel()
 
 
 @final

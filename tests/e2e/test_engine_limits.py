@@ -16,14 +16,23 @@ LIMIT = 30
 
 
 async def test_connections_are_capped_engine_wide() -> None:
-    async with iii_trio.open_engine(port=0, max_connections=4) as engine:
-        clients = [await RawClient.connect(engine.url) for _ in range(4)]
+    """8,000 idle upgraded connections used to be taken without limit. Past the cap new ones
+    are refused (503), and the workers already connected keep being served."""
+    async with (
+        iii_trio.open_engine(port=0, max_connections=4) as engine,
+        iii_trio.connect_worker(engine.url, name="healthy") as healthy,
+    ):
+        healthy.register_function("probe::echo", lambda p: p)
+        await healthy.sync()
+        clients = [await RawClient.connect(engine.url) for _ in range(3)]
         await engine.wait_until(lambda e: e.statistics().connections == 4)
         with trio.fail_after(LIMIT), pytest.raises(iii_trio.HandshakeRefused) as info:
             async with iii_trio.connect_worker(engine.url, reconnect=False):
                 pass  # pragma: no cover - refused
         assert info.value.status == 503
         assert engine.statistics().connections_refused == 1
+        with trio.fail_after(LIMIT):
+            assert await healthy.trigger("probe::echo", 1) == 1
         await clients.pop().ws.close()
         with trio.fail_after(LIMIT):
             await engine.wait_until(lambda e: e.statistics().connections == 3)
@@ -132,3 +141,15 @@ async def test_channel_memory_stays_within_its_bound_with_frames_of_the_maximum_
 
 def _channel_path(ref: iii_trio.StreamChannelRef) -> str:
     return f"/ws/channels/{ref.channel_id}?key={ref.access_key}&dir={ref.direction}"
+
+
+async def test_silent_telemetry_connections_are_dropped_by_the_keepalive() -> None:
+    """``/otel`` sockets were never timed out; now they are pinged like worker connections."""
+    async with iii_trio.open_engine(port=0, ping_interval=0.2, ping_timeout=0.5) as engine:
+        silent = await RawClient.connect(
+            engine.url, "/otel", dialer=small_window_dialer(engine.url)
+        )
+        # It never reads, so it never answers a ping: the engine drops it.
+        with trio.fail_after(LIMIT):
+            await engine.wait_until(lambda e: e.statistics().connections == 0)
+        await silent.ws.abort()
