@@ -25,7 +25,7 @@ import trio
 
 from .._errors import RemoteProtocolError
 from .._ws import ConnectionClosed, MessageSocket, Outbox, WebSocket
-from ..protocol import Message, decode
+from ..protocol import Message, decode_lazy
 
 logger = logging.getLogger("iii_trio.engine")
 
@@ -188,7 +188,7 @@ class WorkerConnection:
             if isinstance(raw, bytes) and raw[:4] in _TELEMETRY_PREFIXES:
                 continue  # iii telemetry frames (OTLP/MTRC/LOGS): accepted and dropped
             try:
-                msg = decode(raw)
+                msg = decode_lazy(raw)
             except RemoteProtocolError as exc:
                 self._on_bad_message(worker_id, raw, exc)
                 continue

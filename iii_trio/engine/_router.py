@@ -57,10 +57,11 @@ from ..protocol import (
     UnregisterTrigger,
     UnregisterTriggerType,
     WorkerRegistered,
-    channel_ids,
     is_ignored_tag,
-    loads,
     new_uuid,
+    payload_channel_ids,
+    peek,
+    with_caller,
 )
 from ._builtins import BUILTINS, BuiltinCall, BuiltinError, ChannelService
 from ._config import EngineConfig
@@ -83,7 +84,8 @@ from ._workers import WorkerRecord
 
 logger = logging.getLogger("iii_trio.engine")
 
-_CALLER_KEY: Final = "_caller_worker_id"
+#: The fields of a message that failed to decode that say what to answer.
+_SALVAGED: Final = ("type", "invocation_id", "function_id", "action")
 
 
 @final
@@ -231,10 +233,9 @@ class Router:
     ) -> list[Outgoing]:
         """A message from ``worker_id`` failed to decode: the answer that says why (an error
         result when the message still names an invocation to answer, else ``error``)."""
-        try:
-            obj = loads(raw)
-        except RemoteProtocolError:
-            obj = None
+        # Only its small identifying fields are parsed: the rest may be what failed (e.g. a
+        # message too dense to parse).
+        obj = peek(raw, _SALVAGED)
         if is_ignored_tag(obj):
             assert isinstance(obj, dict)
             logger.debug("ignored %r message from %s", obj["type"], worker_id)
@@ -410,13 +411,12 @@ class Router:
         )
         invocations.add(inv)
         self._on_deadline(inv.deadline)
-        data = msg.data
-        if isinstance(data, dict):
-            data = {**data, _CALLER_KEY: caller.worker_id}
         forward = InvokeFunction(
             invocation_id=target_id,
             function_id=function_id,
-            data=data,
+            # Overrides any the caller sent. A payload decoded lazily stays JSON text: the
+            # key is appended to it (see protocol.with_caller).
+            data=with_caller(msg.data, caller.worker_id),
             traceparent=msg.traceparent,
             baggage=msg.baggage,
             metadata=msg.metadata,
@@ -427,7 +427,7 @@ class Router:
     def _channels_of(self, data: JSON) -> tuple[Progress, ...]:
         """The live channels a payload names (the call's deadline follows their progress)."""
         found = []
-        for channel_id in channel_ids(data):
+        for channel_id in payload_channel_ids(data):
             channel = self._channels.progress_of(channel_id)
             if channel is not None:
                 found.append(channel)

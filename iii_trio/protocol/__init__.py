@@ -23,6 +23,16 @@ from ._codec import structure_ref as structure_ref
 from ._codec import unstructure as unstructure
 from ._codec import unstructure_ref as unstructure_ref
 from ._ids import new_uuid as new_uuid
+from ._lazy import DENSE_BYTES_PER_VALUE as DENSE_BYTES_PER_VALUE
+from ._lazy import DENSE_MIN as DENSE_MIN
+from ._lazy import RawJSON as RawJSON
+from ._lazy import check_density as check_density
+from ._lazy import decode_lazy as decode_lazy
+from ._lazy import is_raw as is_raw
+from ._lazy import materialize as materialize
+from ._lazy import payload_channel_ids as payload_channel_ids
+from ._lazy import peek as peek
+from ._lazy import with_caller as with_caller
 from ._messages import JSON as JSON
 from ._messages import WIRE_NAMES as WIRE_NAMES
 from ._messages import Action as Action

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any, Final
 
 import cattrs
+import msgspec
 from cattrs.strategies import configure_tagged_union
 
 from .._codes import INVALID_MESSAGE
@@ -294,6 +295,8 @@ def _make_c_encoder() -> Callable[[Any, int], tuple[str, ...]] | None:
 
 
 _c_encode: Final = _make_c_encoder()
+_raw_encoder: Final = msgspec.json.Encoder()
+_Raw: Final[type[object]] = msgspec.Raw
 
 
 def loads(data: str | bytes) -> JSON:
@@ -380,12 +383,19 @@ def unstructure(msg: Message) -> dict[str, JSON]:
 
 
 def encode(msg: Message) -> str:
-    """Serialize a message to its wire text.
+    """Serialize a message to its wire text. A payload kept as JSON text by
+    ``decode_lazy`` (a ``msgspec.Raw``) is written as it came.
 
     Raises:
         LocalProtocolError: a payload field is not JSON-serializable.
     """
-    return dumps(unstructure(msg))
+    out = unstructure(msg)
+    for value in out.values():
+        if type(value) is _Raw:
+            # Only values decode_lazy made hold raw payloads: everything else in them came
+            # from the wire through the strict parser (no NaN or infinity to refuse).
+            return _raw_encoder.encode(out).decode("utf-8")
+    return dumps(out)
 
 
 def structure_ref(obj: JSON) -> StreamChannelRef:

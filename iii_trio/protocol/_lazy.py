@@ -1,0 +1,329 @@
+"""The relay's decoder: messages whose payloads stay JSON text, and a bound on what is parsed.
+
+Theory of operation
+-------------------
+The engine routes ``invokefunction`` and ``invocationresult`` without looking inside their
+payloads (``data``, ``result``, ``metadata``): :func:`decode_lazy` reads the envelope with
+msgspec's C decoder into a typed struct whose payload fields are :data:`RawJSON` (the value's
+JSON text, a slice of the message, checked for JSON syntax but not parsed into objects), and
+builds the usual attrs message around them. The encoder writes a :data:`RawJSON` back as it
+came (see :func:`~._codec.encode`), so a call crosses the engine with no payload objects
+made and no payload serialized again. The rest of the wire rules are checked exactly as
+:func:`~._codec.decode` checks them (types, UUID ids, ``timeout_ms`` range); a payload that
+holds a number Python's parser would refuse or turn into infinity (a long exponent or a
+300-digit run, found by one regular expression), a built-in call (``engine::``, whose data
+the engine reads), and anything the fast decoder refuses go the ordinary way, so errors are
+worded as before and nothing ill-formed is relayed.
+
+Every other message is read as an object of still-unparsed fields: only the fields its class
+has are parsed (an unknown field, however large, is skipped at C speed and never becomes
+Python objects), and each field over :data:`DENSE_MIN` bytes must pass :func:`check_density`
+first. That is the bound on what a message may expand into: see docs/security.md.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Final, cast
+
+import attrs
+import msgspec
+
+from .._errors import RemoteProtocolError
+from ._codec import (
+    _CLASSES,
+    MAX_CHANNEL_REFS,
+    UNKNOWN_TYPE,
+    _structure_action,
+    _validate,
+    channel_ids,
+    decode,
+    dumps,
+    loads,
+    structure,
+)
+from ._messages import JSON, ErrorBody, InvocationResult, InvokeFunction, Message
+
+#: A JSON value kept as its text (``msgspec.Raw``): ``bytes(raw)`` is the text, UTF-8.
+RawJSON = msgspec.Raw
+
+#: Fields at most this long (bytes of JSON text) are parsed without a density check.
+DENSE_MIN: Final = 64 * 1024
+#: A parsed field over :data:`DENSE_MIN` may hold at most one ``[``, ``{`` or ``,`` per this
+#: many bytes (one value per 8 bytes: at most about 11 bytes of Python objects per byte).
+DENSE_BYTES_PER_VALUE: Final = 8
+
+_NULL: Final = msgspec.Raw(b"null")
+#: A number Python's parser refuses (an int of more than 4300 digits) or makes infinite: an
+#: exponent of three digits or more, or a run of 300 digits. Also matches inside strings:
+#: then the payload is only checked the slow way.
+_SUSPECT_NUMBER: Final = re.compile(rb"\d[eE][+-]?\d{3}|\d{300}")
+#: Where a channel ref or our caller key could hide: the key itself, or any ``\u`` escape.
+_REF_HINT: Final = re.compile(rb"channel_id|\\u")
+_CALLER_KEY: Final = "_caller_worker_id"
+_CALLER_HINT: Final = re.compile(rb"_caller_worker_id|\\u")
+_BUILTIN_PREFIX: Final = "engine::"
+#: Bytes of JSON text parsed for a tag or an id at most.
+_SMALL: Final = 1024
+_EMPTY_OBJECT: Final = re.compile(rb"\{[ \t\n\r]*\}")
+
+
+class _ErrorEnvelope(msgspec.Struct):
+    code: str
+    message: str
+    stacktrace: str | None = None
+
+
+class _InvokeEnvelope(msgspec.Struct, tag_field="type", tag="invokefunction"):
+    function_id: str
+    invocation_id: str | None = None
+    data: msgspec.Raw = _NULL
+    traceparent: str | None = None
+    baggage: str | None = None
+    action: msgspec.Raw = _NULL
+    metadata: msgspec.Raw = _NULL
+    namespace: str | None = None
+    timeout_ms: int | None = None
+
+
+class _ResultEnvelope(msgspec.Struct, tag_field="type", tag="invocationresult"):
+    invocation_id: str
+    function_id: str
+    result: msgspec.Raw = _NULL
+    error: _ErrorEnvelope | None = None
+    traceparent: str | None = None
+    baggage: str | None = None
+
+
+_ENVELOPE: Final = msgspec.json.Decoder(_InvokeEnvelope | _ResultEnvelope)
+_FIELDS: Final = msgspec.json.Decoder(dict[str, msgspec.Raw])
+#: The wire names of each message class's fields (what :func:`decode_lazy` parses).
+_KNOWN: Final[dict[str, frozenset[str]]] = {
+    tag: frozenset(field.name for field in attrs.fields(cls)) for tag, cls in _CLASSES.items()
+}
+
+
+def check_density(text: str | bytes | memoryview | msgspec.Raw) -> None:
+    """Refuse JSON text that would expand into far more objects than its size suggests.
+
+    Text over :data:`DENSE_MIN` bytes may hold at most one ``[``, ``{`` or ``,`` per
+    :data:`DENSE_BYTES_PER_VALUE` bytes. A message of ``[],`` repeated (one empty list per 3
+    bytes, each a 72-byte object plus its slot in the parent) would otherwise take 27 times
+    its size in memory and seconds of one thread to parse. Counted at C speed (~1.5 GB/s).
+
+    Raises:
+        RemoteProtocolError: over the budget.
+    """
+    size = len(text)
+    if size <= DENSE_MIN:
+        return
+    data: str | bytes = text if isinstance(text, str | bytes) else bytes(text)
+    if isinstance(data, str):
+        values = data.count("[") + data.count("{") + data.count(",")
+    else:
+        values = data.count(b"[") + data.count(b"{") + data.count(b",")
+    if values * DENSE_BYTES_PER_VALUE > size:
+        raise RemoteProtocolError(
+            f"message too dense to parse: {values} JSON values in {size} bytes (at most one "
+            f"per {DENSE_BYTES_PER_VALUE} bytes in a field over {DENSE_MIN} bytes)"
+        )
+
+
+def decode_lazy(data: str | bytes) -> Message:
+    """Like :func:`~._codec.decode`, but the payloads of ``invokefunction`` (``data``,
+    ``metadata``) and ``invocationresult`` (``result``) may be left as :data:`RawJSON`, and
+    no field of any message is parsed past the density budget (:func:`check_density`).
+
+    Raises:
+        RemoteProtocolError: as :func:`~._codec.decode`, or a field too dense to parse.
+    """
+    if not isinstance(data, str):
+        try:
+            data = bytes(data).decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise RemoteProtocolError(f"invalid JSON: {exc}") from exc
+    try:
+        envelope = _ENVELOPE.decode(data)
+    except (msgspec.MsgspecError, RecursionError):
+        pass  # another message type, or an error the ordinary path words
+    else:
+        msg = _from_envelope(envelope)
+        if msg is not None:
+            return msg
+    return _decode_fields(data)
+
+
+def _from_envelope(env: _InvokeEnvelope | _ResultEnvelope) -> Message | None:
+    """The message, or None where the ordinary path must decide."""
+    msg: Message
+    if type(env) is _InvokeEnvelope:
+        if env.function_id.startswith(_BUILTIN_PREFIX):
+            return None  # the engine reads a built-in call's data
+        action = None
+        if env.action != _NULL:
+            try:
+                action = _structure_action(loads(bytes(env.action)), None)
+            except (RemoteProtocolError, TypeError, ValueError):
+                return None
+        if _SUSPECT_NUMBER.search(env.data) or _SUSPECT_NUMBER.search(env.metadata):
+            return None
+        msg = InvokeFunction(
+            function_id=env.function_id,
+            invocation_id=env.invocation_id,
+            data=_payload(env.data),
+            traceparent=env.traceparent,
+            baggage=env.baggage,
+            action=action,
+            metadata=_payload(env.metadata),
+            namespace=env.namespace,
+            timeout_ms=env.timeout_ms,
+        )
+    else:
+        assert type(env) is _ResultEnvelope
+        if _SUSPECT_NUMBER.search(env.result):
+            return None
+        error = env.error
+        msg = InvocationResult(
+            invocation_id=env.invocation_id,
+            function_id=env.function_id,
+            result=_payload(env.result),
+            error=None
+            if error is None
+            else ErrorBody(code=error.code, message=error.message, stacktrace=error.stacktrace),
+            traceparent=env.traceparent,
+            baggage=env.baggage,
+        )
+    _validate(msg)
+    return msg
+
+
+def _payload(raw: msgspec.Raw) -> JSON:
+    # ``null`` stays None, as the ordinary decoder makes it (omitted when encoded).
+    return None if raw == _NULL else cast("JSON", raw)
+
+
+def _decode_fields(text: str) -> Message:
+    """The ordinary path, parsing only the known fields of the message's type."""
+    try:
+        fields = _FIELDS.decode(text)
+    except (msgspec.MsgspecError, RecursionError):
+        # Not an object of fields, or not JSON: the ordinary decoder says why (after the
+        # density check, so a refused bomb is never parsed).
+        check_density(text)
+        return decode(text)
+    raw_tag = fields.get("type")
+    tag = None if raw_tag is None else _small_json(raw_tag)
+    known = _KNOWN.get(tag) if isinstance(tag, str) else None
+    if known is None:
+        # No type, an unknown or ignored one: the ordinary wording, from the small part.
+        return structure({"type": tag} if raw_tag is not None else {})
+    obj: dict[str, JSON] = {"type": tag}
+    for name, raw in fields.items():
+        if name in known:
+            check_density(raw)
+            obj[name] = loads(bytes(raw))
+    return structure(obj)
+
+
+def _small_json(raw: msgspec.Raw) -> JSON:
+    if len(raw) > _SMALL:
+        return None  # no tag or id is this long
+    return loads(bytes(raw))
+
+
+def peek(data: str | bytes, names: tuple[str, ...]) -> dict[str, JSON] | None:
+    """The fields ``names`` of a message object, each parsed only if its text is at most 1
+    KiB (else None), the rest skipped unparsed: what can be said about a message that did not
+    decode, at a bounded cost. None if ``data`` is not a JSON object."""
+    try:
+        fields = _FIELDS.decode(data)
+        return {name: _small_json(fields[name]) for name in names if name in fields}
+    except (msgspec.MsgspecError, RecursionError, RemoteProtocolError):
+        return None
+
+
+# --- payloads that may be raw ------------------------------------------------------------
+
+
+def is_raw(value: object) -> bool:
+    """True for a payload kept as JSON text (:data:`RawJSON`)."""
+    return type(value) is msgspec.Raw
+
+
+def _as_raw(value: object) -> msgspec.Raw | None:
+    # Payloads are typed JSON; decode_lazy is the one place a RawJSON is put in their stead.
+    return value if type(value) is msgspec.Raw else None
+
+
+def materialize(value: JSON) -> JSON:
+    """The payload as Python objects (parsed if it is :data:`RawJSON`).
+
+    Raises:
+        RemoteProtocolError: too dense to parse (:func:`check_density`).
+    """
+    raw = _as_raw(value)
+    if raw is None:
+        return value
+    check_density(raw)
+    return loads(bytes(raw))
+
+
+def payload_channel_ids(value: JSON) -> list[str]:
+    """:func:`~._codec.channel_ids` for a payload that may be raw: a raw payload is parsed
+    only if its text could hold a ref (it names ``channel_id`` or has a ``\\u`` escape); one
+    too dense to parse is taken to hold none."""
+    raw = _as_raw(value)
+    if raw is None:
+        return channel_ids(value)
+    if not _REF_HINT.search(raw):
+        return []
+    try:
+        return channel_ids(materialize(value))[:MAX_CHANNEL_REFS]
+    except RemoteProtocolError:
+        return []
+
+
+def with_caller(value: JSON, worker_id: str) -> JSON:
+    """An object payload with ``_caller_worker_id`` set to ``worker_id`` (overriding one the
+    caller sent); any other payload unchanged.
+
+    A raw object gets the key appended to its text. If its text may already hold the key
+    (literally, or behind a ``\\u`` escape), it is rewritten parsed, unless it is too dense
+    to parse: then ours is appended after the caller's, a duplicate key whose last value is
+    the one Python's json, JavaScript's ``JSON.parse`` and serde_json keep (docs/protocol.md).
+    """
+    if type(value) is dict:
+        return {**value, _CALLER_KEY: worker_id}
+    raw = _as_raw(value)
+    if raw is None:
+        return value
+    text = bytes(raw)
+    if text[:1] != b"{":
+        return value
+    if _CALLER_HINT.search(text):
+        try:
+            parsed = materialize(value)
+        except RemoteProtocolError:
+            pass
+        else:
+            assert isinstance(parsed, dict)
+            return {**parsed, _CALLER_KEY: worker_id}
+    key = f'"{_CALLER_KEY}":{dumps(worker_id)}'.encode()
+    if _EMPTY_OBJECT.match(text):
+        return cast("JSON", msgspec.Raw(b"{" + key + b"}"))
+    return cast("JSON", msgspec.Raw(text[:-1] + b"," + key + b"}"))
+
+
+__all__ = [
+    "DENSE_BYTES_PER_VALUE",
+    "DENSE_MIN",
+    "UNKNOWN_TYPE",
+    "RawJSON",
+    "check_density",
+    "decode_lazy",
+    "is_raw",
+    "materialize",
+    "payload_channel_ids",
+    "peek",
+    "with_caller",
+]
