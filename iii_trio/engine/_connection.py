@@ -25,7 +25,7 @@ import trio
 
 from .._errors import RemoteProtocolError
 from .._ws import ConnectionClosed, MessageSocket, Outbox, WebSocket
-from ..protocol import Message, decode_lazy
+from ..protocol import Message, RelayedInvoke, RelayedResult, decode_lazy
 
 logger = logging.getLogger("iii_trio.engine")
 
@@ -52,7 +52,7 @@ TRANSITIONS: Final[dict[ConnectionState, frozenset[ConnectionState]]] = {
     ConnectionState.CLOSED: frozenset(),
 }
 
-OnMessage = Callable[[str, Message, bool], int]
+OnMessage = Callable[[str, Message | RelayedInvoke | RelayedResult, bool], int]
 OnBadMessage = Callable[[str, "str | bytes", RemoteProtocolError], None]
 
 

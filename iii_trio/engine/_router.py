@@ -41,17 +41,22 @@ from ..protocol import (
     ActionVoid,
     Error,
     ErrorBody,
+    ForwardInvoke,
+    ForwardResult,
     InvocationResult,
     InvokeFunction,
     Message,
     Ping,
     Pong,
+    RawJSON,
     Reattach,
     RegisterFunction,
     RegisterService,
     RegisterTrigger,
     RegisterTriggerType,
     RegistrationRejected,
+    RelayedInvoke,
+    RelayedResult,
     TriggerRegistrationResult,
     UnregisterFunction,
     UnregisterTrigger,
@@ -96,7 +101,11 @@ class Drop:
     reason: str
 
 
-Outgoing = tuple[str, Message | Drop]
+Outgoing = tuple[str, Message | ForwardInvoke | ForwardResult | Drop]
+#: A call or a result as it comes in: typed, or in the relay's light form (payloads as JSON
+#: text, see ``protocol.decode_lazy``).
+Call = InvokeFunction | RelayedInvoke
+Result = InvocationResult | RelayedResult
 
 
 @final
@@ -194,14 +203,16 @@ class Router:
 
     # --- messages from workers -------------------------------------------------------------
 
-    def receive(self, worker_id: str, msg: Message) -> list[Outgoing]:
+    def receive(
+        self, worker_id: str, msg: Message | RelayedInvoke | RelayedResult
+    ) -> list[Outgoing]:
         """Route one message from ``worker_id``; returns what to send."""
         record = self._workers.get(worker_id)
         if record is None:
             return []  # the connection is ending: its cleanup answered for it
-        if isinstance(msg, InvokeFunction):
+        if isinstance(msg, InvokeFunction | RelayedInvoke):
             out = self._invoke(record, msg)
-        elif isinstance(msg, InvocationResult):
+        elif isinstance(msg, InvocationResult | RelayedResult):
             out = self._result(record, msg)
         elif isinstance(msg, RegisterFunction):
             out = self._register(record, msg)
@@ -355,7 +366,7 @@ class Router:
 
     # --- invocations -----------------------------------------------------------------------
 
-    def _invoke(self, caller: WorkerRecord, msg: InvokeFunction) -> list[Outgoing]:
+    def _invoke(self, caller: WorkerRecord, msg: Call) -> list[Outgoing]:
         function_id = msg.function_id
         if isinstance(msg.action, ActionEnqueue):
             return _error_reply(
@@ -366,7 +377,8 @@ class Router:
             )
         if self._shutting_down:
             return _error_reply(caller, msg, codes.ENGINE_SHUTDOWN, "the engine is shutting down")
-        if function_id.startswith(RESERVED_PREFIX):
+        if function_id.startswith(RESERVED_PREFIX) and isinstance(msg, InvokeFunction):
+            # (decode_lazy gives built-in calls, whose data we read, in the typed form.)
             builtin = BUILTINS.get(function_id)
             if builtin is not None:
                 return self._call_builtin(caller, msg, builtin)
@@ -411,6 +423,21 @@ class Router:
         )
         invocations.add(inv)
         self._on_deadline(inv.deadline)
+        if isinstance(msg, RelayedInvoke):
+            return [
+                (
+                    entry.worker_id,
+                    ForwardInvoke(
+                        invocation_id=target_id,
+                        function_id=function_id,
+                        data=with_caller(msg.data, caller.worker_id),
+                        traceparent=msg.traceparent,
+                        baggage=msg.baggage,
+                        metadata=msg.metadata,
+                        timeout_ms=int(timeout * 1000),
+                    ),
+                )
+            ]
         forward = InvokeFunction(
             invocation_id=target_id,
             function_id=function_id,
@@ -424,7 +451,7 @@ class Router:
         )
         return [(entry.worker_id, forward)]
 
-    def _channels_of(self, data: JSON) -> tuple[Progress, ...]:
+    def _channels_of(self, data: JSON | RawJSON) -> tuple[Progress, ...]:
         """The live channels a payload names (the call's deadline follows their progress)."""
         found = []
         for channel_id in payload_channel_ids(data):
@@ -453,7 +480,7 @@ class Router:
             out.append((caller.worker_id, reply))
         return out
 
-    def _result(self, executor: WorkerRecord, msg: InvocationResult) -> list[Outgoing]:
+    def _result(self, executor: WorkerRecord, msg: Result) -> list[Outgoing]:
         inv = self._invocations.complete(msg.invocation_id, executor.worker_id)
         if inv is None:
             logger.debug(
@@ -464,6 +491,16 @@ class Router:
             return []
         if inv.caller_id is None or inv.caller not in self._workers:
             return []
+        if isinstance(msg, RelayedResult):
+            relayed = ForwardResult(
+                invocation_id=inv.caller_id,
+                function_id=inv.function_id,
+                result=msg.result,
+                error=msg.error,
+                traceparent=msg.traceparent,
+                baggage=msg.baggage,
+            )
+            return [(inv.caller, relayed)]
         answer = InvocationResult(
             invocation_id=inv.caller_id,
             function_id=inv.function_id,
@@ -474,7 +511,7 @@ class Router:
         )
         return [(inv.caller, answer)]
 
-    def refused(self, executor_id: str, msg: InvokeFunction) -> list[Outgoing]:
+    def refused(self, executor_id: str, msg: InvokeFunction | ForwardInvoke) -> list[Outgoing]:
         """The executor's outbox would not take ``msg`` (it is not reading): the call fails at
         once with ``worker_overloaded``."""
         assert msg.invocation_id is not None
@@ -622,7 +659,7 @@ class Router:
         return list(out)
 
 
-def _error_reply(caller: WorkerRecord, msg: InvokeFunction, code: str, text: str) -> list[Outgoing]:
+def _error_reply(caller: WorkerRecord, msg: Call, code: str, text: str) -> list[Outgoing]:
     if msg.invocation_id is None or isinstance(msg.action, ActionVoid):
         logger.info("void call to %s failed: %s: %s", msg.function_id, code, text)
         return []

@@ -296,7 +296,6 @@ def _make_c_encoder() -> Callable[[Any, int], tuple[str, ...]] | None:
 
 _c_encode: Final = _make_c_encoder()
 _raw_encoder: Final = msgspec.json.Encoder()
-_Raw: Final[type[object]] = msgspec.Raw
 
 
 def loads(data: str | bytes) -> JSON:
@@ -382,20 +381,18 @@ def unstructure(msg: Message) -> dict[str, JSON]:
     return _converter.unstructure(msg, Message)  # type: ignore[no-any-return]
 
 
-def encode(msg: Message) -> str:
+def encode(msg: Message | msgspec.Struct) -> str:
     """Serialize a message to its wire text. A payload kept as JSON text by
     ``decode_lazy`` (a ``msgspec.Raw``) is written as it came.
 
     Raises:
         LocalProtocolError: a payload field is not JSON-serializable.
     """
-    out = unstructure(msg)
-    for value in out.values():
-        if type(value) is _Raw:
-            # Only values decode_lazy made hold raw payloads: everything else in them came
-            # from the wire through the strict parser (no NaN or infinity to refuse).
-            return _raw_encoder.encode(out).decode("utf-8")
-    return dumps(out)
+    if isinstance(msg, msgspec.Struct):
+        # The relay's forms (protocol._lazy): their payloads are raw JSON text written as it
+        # came, or values parsed from the wire by the strict parser (nothing to refuse).
+        return _raw_encoder.encode(msg).decode("utf-8")
+    return dumps(unstructure(msg))
 
 
 def structure_ref(obj: JSON) -> StreamChannelRef:
@@ -482,16 +479,24 @@ def _is_uuid(value: str) -> bool:
 
 
 def _validate(msg: Message) -> None:
-    if isinstance(msg, InvokeFunction | InvocationResult):
-        if msg.invocation_id is not None and not _is_uuid(msg.invocation_id):
-            raise RemoteProtocolError(f"invocation_id {msg.invocation_id!r} is not a UUID")
-        if not msg.function_id:
-            raise RemoteProtocolError("function_id must not be empty")
-    if (
-        isinstance(msg, InvokeFunction)
-        and msg.timeout_ms is not None
-        and not 0 <= msg.timeout_ms <= MAX_TIMEOUT_MS
-    ):
+    if isinstance(msg, InvokeFunction):
+        validate_fields(msg.invocation_id, msg.function_id, msg.timeout_ms)
+    elif isinstance(msg, InvocationResult):
+        validate_fields(msg.invocation_id, msg.function_id, None)
+
+
+def validate_fields(invocation_id: str | None, function_id: str, timeout_ms: int | None) -> None:
+    """The rules on an invocation's ids and deadline beyond their JSON types.
+
+    Raises:
+        RemoteProtocolError: an id that is not a UUID, an empty function id, or a
+            ``timeout_ms`` out of range.
+    """
+    if invocation_id is not None and not _is_uuid(invocation_id):
+        raise RemoteProtocolError(f"invocation_id {invocation_id!r} is not a UUID")
+    if not function_id:
+        raise RemoteProtocolError("function_id must not be empty")
+    if timeout_ms is not None and not 0 <= timeout_ms <= MAX_TIMEOUT_MS:
         raise RemoteProtocolError(f"timeout_ms must be an integer from 0 to {MAX_TIMEOUT_MS}")
 
 

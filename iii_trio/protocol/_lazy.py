@@ -24,7 +24,7 @@ first. That is the bound on what a message may expand into: see docs/security.md
 from __future__ import annotations
 
 import re
-from typing import Final, cast
+from typing import Final, overload
 
 import attrs
 import msgspec
@@ -34,15 +34,14 @@ from ._codec import (
     _CLASSES,
     MAX_CHANNEL_REFS,
     UNKNOWN_TYPE,
-    _structure_action,
-    _validate,
     channel_ids,
     decode,
     dumps,
     loads,
     structure,
+    validate_fields,
 )
-from ._messages import JSON, ErrorBody, InvocationResult, InvokeFunction, Message
+from ._messages import JSON, Message
 
 #: A JSON value kept as its text (``msgspec.Raw``): ``bytes(raw)`` is the text, UTF-8.
 RawJSON = msgspec.Raw
@@ -68,34 +67,84 @@ _SMALL: Final = 1024
 _EMPTY_OBJECT: Final = re.compile(rb"\{[ \t\n\r]*\}")
 
 
-class _ErrorEnvelope(msgspec.Struct):
+class RelayedError(msgspec.Struct, frozen=True, gc=False):
+    """The ``error`` of a :class:`RelayedResult` (``ErrorBody``'s fields)."""
+
     code: str
     message: str
     stacktrace: str | None = None
 
 
-class _InvokeEnvelope(msgspec.Struct, tag_field="type", tag="invokefunction"):
+class RelayedInvoke(msgspec.Struct, tag_field="type", tag="invokefunction", frozen=True, gc=False):
+    """An ``invokefunction`` as :func:`decode_lazy` gives it to the relay: checked like
+    :class:`InvokeFunction`, its payloads left as :data:`RawJSON`. Only a call to a worker's
+    function with no ``action`` takes this form (``action`` is always None)."""
+
     function_id: str
     invocation_id: str | None = None
     data: msgspec.Raw = _NULL
     traceparent: str | None = None
     baggage: str | None = None
-    action: msgspec.Raw = _NULL
-    metadata: msgspec.Raw = _NULL
+    action: msgspec.Raw | None = None
+    metadata: msgspec.Raw | None = None
     namespace: str | None = None
     timeout_ms: int | None = None
 
 
-class _ResultEnvelope(msgspec.Struct, tag_field="type", tag="invocationresult"):
+class RelayedResult(
+    msgspec.Struct, tag_field="type", tag="invocationresult", frozen=True, gc=False
+):
+    """An ``invocationresult`` as :func:`decode_lazy` gives it to the relay: checked like
+    :class:`InvocationResult`, its ``result`` left as :data:`RawJSON`."""
+
     invocation_id: str
     function_id: str
     result: msgspec.Raw = _NULL
-    error: _ErrorEnvelope | None = None
+    error: RelayedError | None = None
     traceparent: str | None = None
     baggage: str | None = None
 
 
-_ENVELOPE: Final = msgspec.json.Decoder(_InvokeEnvelope | _ResultEnvelope)
+class ForwardInvoke(
+    msgspec.Struct,
+    tag_field="type",
+    tag="invokefunction",
+    omit_defaults=True,
+    frozen=True,
+    gc=False,
+):
+    """The ``invokefunction`` the relay sends an executor for a :class:`RelayedInvoke`;
+    :func:`~._codec.encode` writes it (``data`` always, the rest when not None)."""
+
+    invocation_id: str
+    function_id: str
+    data: object
+    traceparent: str | None = None
+    baggage: str | None = None
+    metadata: msgspec.Raw | None = None
+    timeout_ms: int | None = None
+
+
+class ForwardResult(
+    msgspec.Struct,
+    tag_field="type",
+    tag="invocationresult",
+    omit_defaults=True,
+    frozen=True,
+    gc=False,
+):
+    """The ``invocationresult`` the relay sends a caller for a :class:`RelayedResult`
+    (``result`` always written, as for :class:`InvocationResult`)."""
+
+    invocation_id: str
+    function_id: str
+    result: msgspec.Raw
+    error: RelayedError | None = None
+    traceparent: str | None = None
+    baggage: str | None = None
+
+
+_ENVELOPE: Final = msgspec.json.Decoder(RelayedInvoke | RelayedResult)
 _FIELDS: Final = msgspec.json.Decoder(dict[str, msgspec.Raw])
 #: The wire names of each message class's fields (what :func:`decode_lazy` parses).
 _KNOWN: Final[dict[str, frozenset[str]]] = {
@@ -129,9 +178,9 @@ def check_density(text: str | bytes | memoryview | msgspec.Raw) -> None:
         )
 
 
-def decode_lazy(data: str | bytes) -> Message:
-    """Like :func:`~._codec.decode`, but the payloads of ``invokefunction`` (``data``,
-    ``metadata``) and ``invocationresult`` (``result``) may be left as :data:`RawJSON`, and
+def decode_lazy(data: str | bytes) -> Message | RelayedInvoke | RelayedResult:
+    """Like :func:`~._codec.decode`, but a call to a worker's function and its result come as
+    :class:`RelayedInvoke` / :class:`RelayedResult` (payloads left as :data:`RawJSON`), and
     no field of any message is parsed past the density budget (:func:`check_density`).
 
     Raises:
@@ -147,59 +196,19 @@ def decode_lazy(data: str | bytes) -> Message:
     except (msgspec.MsgspecError, RecursionError):
         pass  # another message type, or an error the ordinary path words
     else:
-        msg = _from_envelope(envelope)
-        if msg is not None:
-            return msg
+        if isinstance(envelope, RelayedInvoke):
+            if (
+                envelope.action is None
+                and not envelope.function_id.startswith(_BUILTIN_PREFIX)
+                and not _SUSPECT_NUMBER.search(envelope.data)
+                and (envelope.metadata is None or not _SUSPECT_NUMBER.search(envelope.metadata))
+            ):
+                validate_fields(envelope.invocation_id, envelope.function_id, envelope.timeout_ms)
+                return envelope
+        elif not _SUSPECT_NUMBER.search(envelope.result):
+            validate_fields(envelope.invocation_id, envelope.function_id, None)
+            return envelope
     return _decode_fields(data)
-
-
-def _from_envelope(env: _InvokeEnvelope | _ResultEnvelope) -> Message | None:
-    """The message, or None where the ordinary path must decide."""
-    msg: Message
-    if type(env) is _InvokeEnvelope:
-        if env.function_id.startswith(_BUILTIN_PREFIX):
-            return None  # the engine reads a built-in call's data
-        action = None
-        if env.action != _NULL:
-            try:
-                action = _structure_action(loads(bytes(env.action)), None)
-            except (RemoteProtocolError, TypeError, ValueError):
-                return None
-        if _SUSPECT_NUMBER.search(env.data) or _SUSPECT_NUMBER.search(env.metadata):
-            return None
-        msg = InvokeFunction(
-            function_id=env.function_id,
-            invocation_id=env.invocation_id,
-            data=_payload(env.data),
-            traceparent=env.traceparent,
-            baggage=env.baggage,
-            action=action,
-            metadata=_payload(env.metadata),
-            namespace=env.namespace,
-            timeout_ms=env.timeout_ms,
-        )
-    else:
-        assert type(env) is _ResultEnvelope
-        if _SUSPECT_NUMBER.search(env.result):
-            return None
-        error = env.error
-        msg = InvocationResult(
-            invocation_id=env.invocation_id,
-            function_id=env.function_id,
-            result=_payload(env.result),
-            error=None
-            if error is None
-            else ErrorBody(code=error.code, message=error.message, stacktrace=error.stacktrace),
-            traceparent=env.traceparent,
-            baggage=env.baggage,
-        )
-    _validate(msg)
-    return msg
-
-
-def _payload(raw: msgspec.Raw) -> JSON:
-    # ``null`` stays None, as the ordinary decoder makes it (omitted when encoded).
-    return None if raw == _NULL else cast("JSON", raw)
 
 
 def _decode_fields(text: str) -> Message:
@@ -250,32 +259,25 @@ def is_raw(value: object) -> bool:
     return type(value) is msgspec.Raw
 
 
-def _as_raw(value: object) -> msgspec.Raw | None:
-    # Payloads are typed JSON; decode_lazy is the one place a RawJSON is put in their stead.
-    return value if type(value) is msgspec.Raw else None
-
-
-def materialize(value: JSON) -> JSON:
+def materialize(value: JSON | msgspec.Raw) -> JSON:
     """The payload as Python objects (parsed if it is :data:`RawJSON`).
 
     Raises:
         RemoteProtocolError: too dense to parse (:func:`check_density`).
     """
-    raw = _as_raw(value)
-    if raw is None:
+    if not isinstance(value, msgspec.Raw):
         return value
-    check_density(raw)
-    return loads(bytes(raw))
+    check_density(value)
+    return loads(bytes(value))
 
 
-def payload_channel_ids(value: JSON) -> list[str]:
+def payload_channel_ids(value: JSON | msgspec.Raw) -> list[str]:
     """:func:`~._codec.channel_ids` for a payload that may be raw: a raw payload is parsed
     only if its text could hold a ref (it names ``channel_id`` or has a ``\\u`` escape); one
     too dense to parse is taken to hold none."""
-    raw = _as_raw(value)
-    if raw is None:
+    if not isinstance(value, msgspec.Raw):
         return channel_ids(value)
-    if not _REF_HINT.search(raw):
+    if not _REF_HINT.search(value):
         return []
     try:
         return channel_ids(materialize(value))[:MAX_CHANNEL_REFS]
@@ -283,7 +285,11 @@ def payload_channel_ids(value: JSON) -> list[str]:
         return []
 
 
-def with_caller(value: JSON, worker_id: str) -> JSON:
+@overload
+def with_caller(value: msgspec.Raw, worker_id: str) -> msgspec.Raw | JSON: ...
+@overload
+def with_caller(value: JSON, worker_id: str) -> JSON: ...
+def with_caller(value: JSON | msgspec.Raw, worker_id: str) -> JSON | msgspec.Raw:
     """An object payload with ``_caller_worker_id`` set to ``worker_id`` (overriding one the
     caller sent); any other payload unchanged.
 
@@ -294,10 +300,9 @@ def with_caller(value: JSON, worker_id: str) -> JSON:
     """
     if type(value) is dict:
         return {**value, _CALLER_KEY: worker_id}
-    raw = _as_raw(value)
-    if raw is None:
+    if not isinstance(value, msgspec.Raw):
         return value
-    text = bytes(raw)
+    text = bytes(value)
     if text[:1] != b"{":
         return value
     if _CALLER_HINT.search(text):
@@ -310,15 +315,20 @@ def with_caller(value: JSON, worker_id: str) -> JSON:
             return {**parsed, _CALLER_KEY: worker_id}
     key = f'"{_CALLER_KEY}":{dumps(worker_id)}'.encode()
     if _EMPTY_OBJECT.match(text):
-        return cast("JSON", msgspec.Raw(b"{" + key + b"}"))
-    return cast("JSON", msgspec.Raw(text[:-1] + b"," + key + b"}"))
+        return msgspec.Raw(b"{" + key + b"}")
+    return msgspec.Raw(text[:-1] + b"," + key + b"}")
 
 
 __all__ = [
     "DENSE_BYTES_PER_VALUE",
     "DENSE_MIN",
     "UNKNOWN_TYPE",
+    "ForwardInvoke",
+    "ForwardResult",
     "RawJSON",
+    "RelayedError",
+    "RelayedInvoke",
+    "RelayedResult",
     "check_density",
     "decode_lazy",
     "is_raw",
