@@ -111,6 +111,36 @@ class WebSocket(ClosingSocket):
     # --- receiving -------------------------------------------------------------------------
 
     _failure: tuple[int, str] | None = None
+    #: What :meth:`receive_nowait` read but left to :meth:`receive`: a control frame, a
+    #: text message that is not UTF-8, or the protocol error the reader raised.
+    _held: tuple[Opcode, bytes] | FrameError | None = None
+
+    def receive_nowait(self) -> str | bytes | None:
+        """The next data message if it is already buffered whole, without waiting and
+        without a schedule point; None otherwise (nothing buffered, another task receiving,
+        or something :meth:`receive` must handle first: a control frame, an error, the end).
+        A reader drains a burst with it after one :meth:`receive`."""
+        if self._receiving or self._held is not None or self._failure is not None:
+            return None
+        if self.close_info is not None:
+            return None
+        try:
+            event = self._reader.next_message()
+        except FrameError as exc:
+            self._held = exc
+            return None
+        if event is None:
+            return None
+        opcode, payload = event
+        if opcode == Opcode.TEXT:
+            try:
+                return payload.decode("utf-8")
+            except UnicodeDecodeError:
+                pass
+        elif opcode == Opcode.BINARY:
+            return payload
+        self._held = event
+        return None
 
     async def _receive(self) -> str | bytes:
         reader = self._reader
@@ -119,7 +149,14 @@ class WebSocket(ClosingSocket):
             if self._failure is not None:  # the reader is poisoned after a protocol error
                 raise ConnectionClosed(*self._failure)
             try:
-                event = reader.next_message()
+                held = self._held
+                if held is None:
+                    event = reader.next_message()
+                else:
+                    self._held = None
+                    if isinstance(held, FrameError):
+                        raise held
+                    event = held
             except FrameError as exc:
                 await self._fail(exc.code, exc.reason)
                 raise ConnectionClosed(exc.code, exc.reason) from exc

@@ -172,27 +172,32 @@ class WorkerConnection:
 
     async def _read_loop(self, ws: MessageSocket) -> None:
         on_message = self._on_message
+        on_bad_message = self._on_bad_message
         worker_id = self.worker_id
-        unyielded = 0
-        queued = 0
+        receive_nowait = ws.receive_nowait
+        count = queued = 0
         while True:
-            unyielded += 1
-            if unyielded > _YIELD_EVERY or queued > _YIELD_BYTES:
-                # Routing never yields, and a socket read can hold many messages. Yield now
-                # and then (and after heavy work, such as large built-in answers), so that
-                # writers send what is routed so far, other connections are served, and the
-                # next process can start on it while we go on.
-                unyielded = queued = 0
-                await trio.lowlevel.checkpoint()
-            raw = await ws.receive()
-            if isinstance(raw, bytes) and raw[:4] in _TELEMETRY_PREFIXES:
-                continue  # iii telemetry frames (OTLP/MTRC/LOGS): accepted and dropped
-            try:
-                msg = decode_lazy(raw)
-            except RemoteProtocolError as exc:
-                self._on_bad_message(worker_id, raw, exc)
-                continue
-            queued += on_message(worker_id, msg, ws.receive_buffered)
+            raw: str | bytes | None = await ws.receive()
+            # Then what the same read brought, without going back to the socket. Routing
+            # never yields, and a read can hold many messages: yield now and then (and after
+            # heavy work, such as large built-in answers), so that writers send what is
+            # routed so far, other connections are served, and the next process can start
+            # on it while we go on.
+            while raw is not None:
+                if isinstance(raw, bytes) and raw[:4] in _TELEMETRY_PREFIXES:
+                    pass  # iii telemetry frames (OTLP/MTRC/LOGS): accepted and dropped
+                else:
+                    try:
+                        msg = decode_lazy(raw)
+                    except RemoteProtocolError as exc:
+                        on_bad_message(worker_id, raw, exc)
+                    else:
+                        queued += on_message(worker_id, msg, ws.receive_buffered)
+                count += 1
+                if count >= _YIELD_EVERY or queued > _YIELD_BYTES:
+                    await trio.lowlevel.checkpoint()
+                    count = queued = 0
+                raw = receive_nowait()
 
     async def _keepalive(self, ws: WebSocket, interval: float) -> None:
         """Ping every ``interval`` seconds; drop the worker when a pong takes longer than

@@ -474,7 +474,13 @@ _UUID: Final = re.compile(
 )
 
 
+_HYPHENATED_UUID: Final = re.compile(_HYPHENATED)
+
+
 def _is_uuid(value: str) -> bool:
+    # The form every SDK sends first: one simple pattern is cheaper than the alternation.
+    if len(value) == 36 and _HYPHENATED_UUID.fullmatch(value) is not None:
+        return True
     return _UUID.fullmatch(value) is not None
 
 

@@ -36,7 +36,6 @@ from ._codec import (
     UNKNOWN_TYPE,
     channel_ids,
     decode,
-    dumps,
     loads,
     structure,
     validate_fields,
@@ -53,17 +52,16 @@ DENSE_MIN: Final = 64 * 1024
 DENSE_BYTES_PER_VALUE: Final = 8
 
 _NULL: Final = msgspec.Raw(b"null")
-#: A number Python's parser refuses (an int of more than 4300 digits) or makes infinite: an
-#: exponent of three digits or more, or a run of 300 digits. Also matches inside strings:
+#: A number Python's parser refuses (an int of more than 4300 digits) or makes infinite has an
+#: exponent of three digits or more, or a run of 300 digits. Also matched inside strings:
 #: then the payload is only checked the slow way.
-_SUSPECT_NUMBER: Final = re.compile(rb"\d[eE][+-]?\d{3}|\d{300}")
-#: Where a channel ref or our caller key could hide: the key itself, or any ``\u`` escape.
-_REF_HINT: Final = re.compile(rb"channel_id|\\u")
+_LONG_EXPONENT: Final = re.compile(rb"[eE][+-]?\d{3}")
+_LONG_DIGITS: Final = re.compile(rb"\d{300}")
 _CALLER_KEY: Final = "_caller_worker_id"
-_CALLER_HINT: Final = re.compile(rb"_caller_worker_id|\\u")
 _BUILTIN_PREFIX: Final = "engine::"
 #: Bytes of JSON text parsed for a tag or an id at most.
 _SMALL: Final = 1024
+_encode_str: Final = msgspec.json.Encoder().encode
 _EMPTY_OBJECT: Final = re.compile(rb"\{[ \t\n\r]*\}")
 
 
@@ -200,15 +198,19 @@ def decode_lazy(data: str | bytes) -> Message | RelayedInvoke | RelayedResult:
             if (
                 envelope.action is None
                 and not envelope.function_id.startswith(_BUILTIN_PREFIX)
-                and not _SUSPECT_NUMBER.search(envelope.data)
-                and (envelope.metadata is None or not _SUSPECT_NUMBER.search(envelope.metadata))
+                and not _suspect_number(envelope.data)
+                and (envelope.metadata is None or not _suspect_number(envelope.metadata))
             ):
                 validate_fields(envelope.invocation_id, envelope.function_id, envelope.timeout_ms)
                 return envelope
-        elif not _SUSPECT_NUMBER.search(envelope.result):
+        elif not _suspect_number(envelope.result):
             validate_fields(envelope.invocation_id, envelope.function_id, None)
             return envelope
     return _decode_fields(data)
+
+
+def _suspect_number(raw: msgspec.Raw) -> bool:
+    return bool(_LONG_EXPONENT.search(raw) or (len(raw) >= 300 and _LONG_DIGITS.search(raw)))
 
 
 def _decode_fields(text: str) -> Message:
@@ -277,7 +279,9 @@ def payload_channel_ids(value: JSON | msgspec.Raw) -> list[str]:
     too dense to parse is taken to hold none."""
     if not isinstance(value, msgspec.Raw):
         return channel_ids(value)
-    if not _REF_HINT.search(value):
+    text = bytes(value)
+    # A ref needs the key "channel_id", literally or behind an escape.
+    if b"channel_id" not in text and b"\\u" not in text:
         return []
     try:
         return channel_ids(materialize(value))[:MAX_CHANNEL_REFS]
@@ -305,7 +309,7 @@ def with_caller(value: JSON | msgspec.Raw, worker_id: str) -> JSON | msgspec.Raw
     text = bytes(value)
     if text[:1] != b"{":
         return value
-    if _CALLER_HINT.search(text):
+    if b"_caller_worker_id" in text or b"\\u" in text:
         try:
             parsed = materialize(value)
         except RemoteProtocolError:
@@ -313,7 +317,7 @@ def with_caller(value: JSON | msgspec.Raw, worker_id: str) -> JSON | msgspec.Raw
         else:
             assert isinstance(parsed, dict)
             return {**parsed, _CALLER_KEY: worker_id}
-    key = f'"{_CALLER_KEY}":{dumps(worker_id)}'.encode()
+    key = b'"_caller_worker_id":' + _encode_str(worker_id)
     if _EMPTY_OBJECT.match(text):
         return msgspec.Raw(b"{" + key + b"}")
     return msgspec.Raw(text[:-1] + b"," + key + b"}")
