@@ -15,6 +15,8 @@ from ._codec import channel_ids as channel_ids
 from ._codec import decode as decode
 from ._codec import dumps as dumps
 from ._codec import encode as encode
+from ._codec import encode_call as encode_call
+from ._codec import encode_result as encode_result
 from ._codec import is_channel_ref as is_channel_ref
 from ._codec import is_ignored_tag as is_ignored_tag
 from ._codec import loads as loads
@@ -36,8 +38,10 @@ from ._lazy import check_density as check_density
 from ._lazy import decode_lazy as decode_lazy
 from ._lazy import is_raw as is_raw
 from ._lazy import materialize as materialize
+from ._lazy import parse_raw as parse_raw
 from ._lazy import payload_channel_ids as payload_channel_ids
 from ._lazy import peek as peek
+from ._lazy import relay_form as relay_form
 from ._lazy import with_caller as with_caller
 from ._messages import JSON as JSON
 from ._messages import WIRE_NAMES as WIRE_NAMES

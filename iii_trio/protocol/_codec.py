@@ -395,6 +395,41 @@ def encode(msg: Message | msgspec.Struct) -> str:
     return dumps(unstructure(msg))
 
 
+def encode_result(invocation_id: str, function_id: str, result: JSON) -> str:
+    """The wire text of a successful ``invocationresult``: ``encode(InvocationResult(...))``
+    without building the message (a worker answers every call with one).
+
+    Raises:
+        LocalProtocolError: ``result`` is not JSON-serializable.
+    """
+    return dumps(
+        {
+            "invocation_id": invocation_id,
+            "function_id": function_id,
+            "result": result,
+            "type": "invocationresult",
+        }
+    )
+
+
+def encode_call(function_id: str, invocation_id: str, data: JSON, timeout_ms: int | None) -> str:
+    """The wire text of an ``invokefunction`` with no action, traceparent, baggage, metadata
+    or namespace: ``encode(InvokeFunction(...))`` without building the message.
+
+    Raises:
+        LocalProtocolError: ``data`` is not JSON-serializable.
+    """
+    out: dict[str, JSON] = {
+        "function_id": function_id,
+        "invocation_id": invocation_id,
+        "data": data,
+    }
+    if timeout_ms is not None:
+        out["timeout_ms"] = timeout_ms
+    out["type"] = "invokefunction"
+    return dumps(out)
+
+
 def structure_ref(obj: JSON) -> StreamChannelRef:
     """A :class:`StreamChannelRef` from its JSON form.
 
@@ -521,6 +556,8 @@ __all__ = [
     "decode",
     "dumps",
     "encode",
+    "encode_call",
+    "encode_result",
     "is_channel_ref",
     "is_ignored_tag",
     "loads",

@@ -144,6 +144,7 @@ class ForwardResult(
 
 _ENVELOPE: Final = msgspec.json.Decoder(RelayedInvoke | RelayedResult)
 _FIELDS: Final = msgspec.json.Decoder(dict[str, msgspec.Raw])
+_parse: Final = msgspec.json.Decoder().decode
 #: The wire names of each message class's fields (what :func:`decode_lazy` parses).
 _KNOWN: Final[dict[str, frozenset[str]]] = {
     tag: frozenset(field.name for field in attrs.fields(cls)) for tag, cls in _CLASSES.items()
@@ -179,7 +180,8 @@ def check_density(text: str | bytes | memoryview | msgspec.Raw) -> None:
 def decode_lazy(data: str | bytes) -> Message | RelayedInvoke | RelayedResult:
     """Like :func:`~._codec.decode`, but a call to a worker's function and its result come as
     :class:`RelayedInvoke` / :class:`RelayedResult` (payloads left as :data:`RawJSON`), and
-    no field of any message is parsed past the density budget (:func:`check_density`).
+    no field of any message is parsed past the density budget (:func:`check_density`). The
+    engine's decoder.
 
     Raises:
         RemoteProtocolError: as :func:`~._codec.decode`, or a field too dense to parse.
@@ -189,24 +191,54 @@ def decode_lazy(data: str | bytes) -> Message | RelayedInvoke | RelayedResult:
             data = bytes(data).decode("utf-8")
         except UnicodeDecodeError as exc:
             raise RemoteProtocolError(f"invalid JSON: {exc}") from exc
-    try:
-        envelope = _ENVELOPE.decode(data)
-    except (msgspec.MsgspecError, RecursionError):
-        pass  # another message type, or an error the ordinary path words
-    else:
-        if isinstance(envelope, RelayedInvoke):
-            if (
-                envelope.action is None
-                and not envelope.function_id.startswith(_BUILTIN_PREFIX)
-                and not _suspect_number(envelope.data)
-                and (envelope.metadata is None or not _suspect_number(envelope.metadata))
-            ):
-                validate_fields(envelope.invocation_id, envelope.function_id, envelope.timeout_ms)
-                return envelope
-        elif not _suspect_number(envelope.result):
-            validate_fields(envelope.invocation_id, envelope.function_id, None)
-            return envelope
+    form = relay_form(data)
+    if form is not None and not (
+        isinstance(form, RelayedInvoke) and form.function_id.startswith(_BUILTIN_PREFIX)
+    ):
+        return form  # (the engine reads a built-in call's data: that one goes the full way)
     return _decode_fields(data)
+
+
+def relay_form(data: str | bytes) -> RelayedInvoke | RelayedResult | None:
+    """The light form of an ``invokefunction`` without ``action`` or an ``invocationresult``,
+    checked as :func:`~._codec.decode` checks it, with payloads as :data:`RawJSON`; None for
+    any other message, or one the fast decoder cannot vouch for (let :func:`~._codec.decode`
+    decide). A worker parses the payload it needs with :func:`parse_raw`.
+
+    Raises:
+        RemoteProtocolError: the ids or the deadline break the rules (``validate_fields``).
+    """
+    if not isinstance(data, str):
+        return None  # binary frames: the ordinary path checks their UTF-8
+    try:
+        form = _ENVELOPE.decode(data)
+    except (msgspec.MsgspecError, RecursionError):
+        return None  # another message type, or an error the ordinary path words
+    if isinstance(form, RelayedInvoke):
+        if form.action is not None or _suspect_number(form.data):
+            return None
+        if form.metadata is not None and _suspect_number(form.metadata):
+            return None
+        validate_fields(form.invocation_id, form.function_id, form.timeout_ms)
+        return form
+    if _suspect_number(form.result):
+        return None
+    validate_fields(form.invocation_id, form.function_id, None)
+    return form
+
+
+def parse_raw(raw: msgspec.Raw) -> JSON:
+    """A :data:`RawJSON` from :func:`relay_form` as Python objects, by msgspec's C parser
+    (which agrees with Python's on every value ``relay_form`` lets through).
+
+    Raises:
+        RemoteProtocolError: nested too deeply.
+    """
+    try:
+        value: JSON = _parse(raw)
+    except (msgspec.MsgspecError, RecursionError) as exc:
+        raise RemoteProtocolError(f"invalid JSON: {exc}") from exc
+    return value
 
 
 def _suspect_number(raw: msgspec.Raw) -> bool:
@@ -337,7 +369,9 @@ __all__ = [
     "decode_lazy",
     "is_raw",
     "materialize",
+    "parse_raw",
     "payload_channel_ids",
     "peek",
+    "relay_form",
     "with_caller",
 ]

@@ -14,15 +14,30 @@ whenever one of them moves data, so it is never cut off while its bytes flow
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
-from typing import Any, Protocol, final
+from typing import Any, Final, Protocol, final
 
 import attrs
 import trio
 
 from .. import _codes as codes
-from .._errors import IIIError, InvocationTimeout, WorkerDisconnected, invocation_error
-from ..protocol import JSON, Action, ActionEnqueue, ActionVoid, InvocationResult
+from .._errors import (
+    IIIError,
+    InvocationTimeout,
+    RemoteProtocolError,
+    WorkerDisconnected,
+    invocation_error,
+)
+from ..protocol import (
+    JSON,
+    Action,
+    ActionEnqueue,
+    ActionVoid,
+    InvocationResult,
+    RelayedResult,
+    parse_raw,
+)
 
 
 @attrs.define(eq=False)
@@ -60,7 +75,7 @@ class PendingCalls:
     def discard(self, invocation_id: str) -> None:
         self._calls.pop(invocation_id, None)
 
-    def deliver(self, msg: InvocationResult) -> None:
+    def deliver(self, msg: InvocationResult | RelayedResult) -> None:
         """An answer arrived (ignored if nobody waits for it any more)."""
         call = self._calls.get(msg.invocation_id)
         if call is None:
@@ -72,6 +87,11 @@ class PendingCalls:
                 stacktrace=msg.error.stacktrace,
                 function_id=msg.function_id,
             )
+        elif isinstance(msg, RelayedResult):
+            try:
+                call.result = parse_raw(msg.result)
+            except RemoteProtocolError as exc:  # pragma: no cover - relay_form checked it
+                call.error = exc
         else:
             call.result = msg.result
         call.event.set()
@@ -111,10 +131,12 @@ def to_action(action: Action | str | Mapping[str, Any] | None) -> Action | None:
 
 
 class timeout_as_error:
-    """``fail_after`` that raises :class:`InvocationTimeout` instead of ``TooSlowError``."""
+    """``fail_after`` that raises :class:`InvocationTimeout` instead of ``TooSlowError``
+    (with no deadline at all for an infinite ``seconds``: entering a cancel scope costs a
+    call more than all the rest of its bookkeeping)."""
 
     def __init__(self, seconds: float, function_id: str) -> None:
-        self._scope = trio.move_on_after(seconds)
+        self._scope = _NO_SCOPE if seconds == math.inf else trio.move_on_after(seconds)
         self._seconds = seconds
         self._function_id = function_id
 
@@ -123,9 +145,13 @@ class timeout_as_error:
         return self._scope
 
     def __enter__(self) -> trio.CancelScope:
+        if self._scope is _NO_SCOPE:
+            return self._scope
         return self._scope.__enter__()
 
     def __exit__(self, *exc_info: Any) -> bool:
+        if self._scope is _NO_SCOPE:
+            return False
         suppressed = self._scope.__exit__(*exc_info)
         if self._scope.cancelled_caught:
             raise InvocationTimeout(
@@ -134,6 +160,10 @@ class timeout_as_error:
                 function_id=self._function_id,
             )
         return bool(suppressed)
+
+
+#: Stands for the scope of an infinite timeout: never entered, never cancelled.
+_NO_SCOPE: Final = trio.CancelScope()
 
 
 class Progress(Protocol):

@@ -21,9 +21,18 @@ import attrs
 import trio
 
 from .. import _codes as codes
-from .._errors import LocalProtocolError
+from .._errors import LocalProtocolError, RemoteProtocolError
 from .._unwrap import describe
-from ..protocol import JSON, ErrorBody, InvocationResult, InvokeFunction, StreamChannelRef
+from ..protocol import (
+    JSON,
+    ErrorBody,
+    InvocationResult,
+    InvokeFunction,
+    RelayedInvoke,
+    StreamChannelRef,
+    encode_result,
+    parse_raw,
+)
 from ._calls import follow_progress
 from ._channels import ChannelEndpoint, ChannelReader, ChannelWriter
 from ._functions import FunctionSpec
@@ -40,7 +49,7 @@ ChannelEnd = ChannelReader | ChannelWriter
 
 async def run_invocation(
     session: Session,
-    msg: InvokeFunction,
+    msg: InvokeFunction | RelayedInvoke,
     spec: FunctionSpec | None,
     endpoint: ChannelEndpoint,
 ) -> None:
@@ -52,10 +61,28 @@ async def run_invocation(
             code=codes.FUNCTION_NOT_FOUND, message=f"Function '{msg.function_id}' not found"
         )
     else:
-        timeout = math.inf if msg.timeout_ms is None else msg.timeout_ms / 1000
-        with trio.CancelScope() as scope:
+        data: JSON = None
+        if isinstance(msg, RelayedInvoke):
             try:
-                result = await run_handler(spec, msg.data, endpoint, scope=scope, timeout=timeout)
+                data = parse_raw(msg.data)
+            except RemoteProtocolError as exc:  # pragma: no cover - relay_form checked it
+                error = ErrorBody(code=codes.INVALID_MESSAGE, message=str(exc))
+        else:
+            data = msg.data
+        timeout = math.inf if msg.timeout_ms is None else msg.timeout_ms / 1000
+        # Without channel ends (the common case) the deadline is fixed: set it as the scope
+        # is made, and call the handler directly.
+        plain = error is None and not contains_ref(data)
+        with trio.CancelScope(
+            deadline=trio.current_time() + timeout if plain else math.inf
+        ) as scope:
+            try:
+                if error is not None:
+                    pass
+                elif plain:
+                    result = await (spec.handler(data) if spec.is_async else spec.call(data))
+                else:
+                    result = await run_handler(spec, data, endpoint, scope=scope, timeout=timeout)
             except Exception as exc:
                 error = ErrorBody(
                     code=codes.INVOCATION_FAILED,
@@ -67,6 +94,14 @@ async def run_invocation(
             return  # the engine already answered the caller with invocation_timeout
     if msg.invocation_id is None:
         return
+    if error is None:
+        try:
+            session.post_encoded(
+                encode_result(msg.invocation_id, msg.function_id, payload_to_json(result))
+            )
+            return
+        except LocalProtocolError:
+            pass  # answered below, with the reason
     reply = InvocationResult(
         invocation_id=msg.invocation_id,
         function_id=msg.function_id,

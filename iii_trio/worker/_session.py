@@ -20,12 +20,14 @@ import trio
 from .. import _codes as codes
 from .._errors import IIIError, WorkerDisconnected
 from .._ws import ConnectionClosed, MessageSocket, Outbox
-from ..protocol import Message, decode, encode
+from ..protocol import Message, RelayedInvoke, RelayedResult, decode, encode, relay_form
 
 logger = logging.getLogger("iii_trio.worker")
 
 #: Bytes queued for the engine before ``trigger`` calls wait for the writer.
 OUTBOX_LIMIT: Final = 8 * 1024 * 1024
+#: Messages handed over from one burst before the reader lets other tasks run.
+_YIELD_EVERY: Final = 16
 #: Seconds a closing session spends on the close handshake.
 _CLOSE_GRACE: Final = 1.0
 
@@ -37,10 +39,15 @@ class Session:
     Args:
         ws: the connected socket.
         on_message: ``on_message(session, msg)`` for each message from the engine; must not
-            block (start a task in :attr:`nursery` for work that waits).
+            block (start a task in :attr:`nursery` for work that waits). Calls and results
+            come in their light form (``protocol.relay_form``) when they can.
     """
 
-    def __init__(self, ws: MessageSocket, on_message: Callable[[Session, Message], None]) -> None:
+    def __init__(
+        self,
+        ws: MessageSocket,
+        on_message: Callable[[Session, Message | RelayedInvoke | RelayedResult], None],
+    ) -> None:
         self.ws = ws
         self.outbox = Outbox(ws, limit=OUTBOX_LIMIT, coalesce=True)
         self._on_message = on_message
@@ -66,6 +73,10 @@ class Session:
         """
         self.outbox.post(encode(msg))
 
+    def post_encoded(self, text: str) -> None:
+        """:meth:`post` for a message already encoded."""
+        self.outbox.post(text)
+
     async def send(self, msg: Message) -> None:
         """Send ``msg``, waiting while the outbox is over its limit. Not a schedule point
         otherwise.
@@ -74,7 +85,14 @@ class Session:
             WorkerDisconnected: the connection is gone.
             LocalProtocolError: ``msg`` holds something that is not JSON.
         """
-        text = encode(msg)
+        await self.send_encoded(encode(msg))
+
+    async def send_encoded(self, text: str) -> None:
+        """:meth:`send` for a message already encoded.
+
+        Raises:
+            WorkerDisconnected: the connection is gone.
+        """
         try:
             await self.outbox.send(text)
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
@@ -106,11 +124,22 @@ class Session:
 
     async def _read_loop(self) -> None:
         on_message = self._on_message
+        ws = self.ws
+        receive_nowait = ws.receive_nowait
+        count = 0
         while True:
-            raw = await self.ws.receive()
-            try:
-                msg = decode(raw)
-            except IIIError as exc:
-                logger.warning("ignored a bad message from the engine: %s", exc)
-                continue
-            on_message(self, msg)
+            raw: str | bytes | None = await ws.receive()
+            while raw is not None:  # and the rest of a burst the same read brought
+                try:
+                    form = relay_form(raw)
+                    msg = decode(raw) if form is None else form
+                except IIIError as exc:
+                    logger.warning("ignored a bad message from the engine: %s", exc)
+                else:
+                    on_message(self, msg)
+                count += 1
+                if count >= _YIELD_EVERY:
+                    # Handing over never yields: let the tasks it woke run now and then.
+                    count = 0
+                    await trio.lowlevel.checkpoint()
+                raw = receive_nowait()

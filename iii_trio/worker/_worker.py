@@ -44,9 +44,13 @@ from ..protocol import (
     Ping,
     Pong,
     Reattach,
+    RelayedInvoke,
+    RelayedResult,
     UnregisterFunction,
     WorkerRegistered,
     channel_ids,
+    encode,
+    encode_call,
     new_uuid,
 )
 from ..protocol import RegistrationRejected as RegistrationRejectedMessage
@@ -348,19 +352,24 @@ class Worker(ChannelAPI):
         if channel_ids(data):
             return await self._call_streaming(function_id, data, wire_action, seconds)
         invocation_id = new_uuid()
+        timeout_ms = None if math.isinf(seconds) else max(int(seconds * 1000), 1)
+        if wire_action is None:
+            text = encode_call(function_id, invocation_id, data, timeout_ms)
+        else:
+            text = encode(
+                InvokeFunction(
+                    invocation_id=invocation_id,
+                    function_id=function_id,
+                    data=data,
+                    action=wire_action,
+                    timeout_ms=timeout_ms,
+                )
+            )
         with timeout_as_error(seconds, function_id):
             session = await self._wait_session()
             call = self._calls.add(invocation_id, session)
             try:
-                await session.send(
-                    InvokeFunction(
-                        invocation_id=invocation_id,
-                        function_id=function_id,
-                        data=data,
-                        action=wire_action,
-                        timeout_ms=None if math.isinf(seconds) else max(int(seconds * 1000), 1),
-                    )
-                )
+                await session.send_encoded(text)
                 await call.event.wait()
             finally:
                 self._calls.discard(invocation_id)
@@ -511,11 +520,11 @@ class Worker(ChannelAPI):
             await self._session_changed.wait()
         return self._session
 
-    def _on_message(self, session: Session, msg: Message) -> None:
+    def _on_message(self, session: Session, msg: Message | RelayedInvoke | RelayedResult) -> None:
         """One message from the engine (the session's reader; must not block)."""
-        if isinstance(msg, InvocationResult):
+        if isinstance(msg, RelayedResult | InvocationResult):
             self._calls.deliver(msg)
-        elif isinstance(msg, InvokeFunction):
+        elif isinstance(msg, RelayedInvoke | InvokeFunction):
             spec = self.functions.get(msg.function_id)
             session.nursery.start_soon(run_invocation, session, msg, spec, self._endpoint)
         elif isinstance(msg, WorkerRegistered):
