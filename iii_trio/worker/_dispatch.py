@@ -1,6 +1,8 @@
 """Running the invocations the engine sends to this worker.
 
-Each invocation runs as a task in its session's nursery (a lost connection cancels it). The
+Each invocation runs in its session's nursery (a lost connection cancels it), through the
+session's :class:`~._inline.InlineRunner`: without a task of its own if its handler returns
+without waiting, in a task of its own otherwise. The
 handler gets the payload with every channel ref replaced by a live end owned by the
 invocation: closed cleanly when the handler returns, aborted (the peer sees why) when it raises
 or is cancelled. The handler is cancelled at the call's deadline (``timeout_ms``), by the rule

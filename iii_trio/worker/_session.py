@@ -21,6 +21,7 @@ from .. import _codes as codes
 from .._errors import IIIError, WorkerDisconnected
 from .._ws import ConnectionClosed, MessageSocket, Outbox
 from ..protocol import Message, RelayedInvoke, RelayedResult, decode, encode, relay_form
+from ._inline import InlineRunner
 
 logger = logging.getLogger("iii_trio.worker")
 
@@ -52,6 +53,7 @@ class Session:
         self.outbox = Outbox(ws, limit=OUTBOX_LIMIT, coalesce=True)
         self._on_message = on_message
         self._nursery: trio.Nursery | None = None
+        self._runner: InlineRunner | None = None
 
     @property
     def nursery(self) -> trio.Nursery:
@@ -63,6 +65,18 @@ class Session:
         if self._nursery is None:
             raise RuntimeError("the session is not running")
         return self._nursery
+
+    @property
+    def runner(self) -> InlineRunner:
+        """Runs this connection's invocations in :attr:`nursery`, without a task each when
+        they finish without waiting (:class:`InlineRunner`).
+
+        Raises:
+            RuntimeError: the session is not running.
+        """
+        if self._runner is None:
+            raise RuntimeError("the session is not running")
+        return self._runner
 
     def post(self, msg: Message) -> None:
         """Queue ``msg`` without waiting (registrations and answers: their order matters, and
@@ -107,6 +121,7 @@ class Session:
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
+                self._runner = InlineRunner(nursery)
                 nursery.start_soon(self.outbox.run)
                 task_status.started()
                 try:
@@ -116,6 +131,7 @@ class Session:
                 nursery.cancel_scope.cancel()
         finally:
             self._nursery = None
+            self._runner = None
             self.outbox.close()
             if not self.ws.closed:
                 with trio.CancelScope(shield=True), trio.move_on_after(_CLOSE_GRACE):

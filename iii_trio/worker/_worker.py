@@ -2,8 +2,9 @@
 
 Object tree (each owns the next through a nursery): :class:`Worker` (lives for the
 ``connect_worker`` block; owns channels made with ``create_channel``) → one
-:class:`~._session.Session` per connection (reader and writer tasks) → one task per invocation
-it runs (:mod:`._dispatch`) → that invocation's channel ends. A lost connection cancels its
+:class:`~._session.Session` per connection (reader and writer tasks) → the invocations it runs
+(:mod:`._dispatch`; a task each, unless the handler returns without waiting) → each
+invocation's channel ends. A lost connection cancels its
 session's work and fails every call the worker was waiting for with
 :class:`~iii_trio.WorkerDisconnected`, at once (:mod:`._calls`); the worker then reconnects with
 backoff and replays its registrations, in the order iii's SDKs use.
@@ -328,7 +329,7 @@ class Worker(ChannelAPI):
             LocalProtocolError: ``payload`` is not JSON-serializable.
             ValueError: ``function_id`` is empty, or ``action`` is unknown.
         """
-        if isinstance(function_id, Mapping):
+        if type(function_id) is not str and isinstance(function_id, Mapping):
             request = function_id
             function_id = request["function_id"]
             payload = request.get("payload")
@@ -526,7 +527,7 @@ class Worker(ChannelAPI):
             self._calls.deliver(msg)
         elif isinstance(msg, RelayedInvoke | InvokeFunction):
             spec = self.functions.get(msg.function_id)
-            session.nursery.start_soon(run_invocation, session, msg, spec, self._endpoint)
+            session.runner.submit(partial(run_invocation, session, msg, spec, self._endpoint))
         elif isinstance(msg, WorkerRegistered):
             self.worker_id = msg.worker_id
             if msg.reattach_token:
