@@ -323,6 +323,39 @@ class FrameReader:
         Raises:
             FrameError: the peer broke the protocol; the reader must not be used again.
         """
+        # The common case first, with plain integers: a whole text or binary message in one
+        # frame of less than 64 KiB, masked as expected, no fragmented message pending.
+        # Anything else (or a frame that breaks a rule) takes the general path below.
+        start = self._start
+        available = self._end - start
+        if available >= 4 and self._fragment_opcode is None:
+            buf = self._buf
+            first = buf[start]
+            if first == 0x81 or first == 0x82:
+                second = buf[start + 1]
+                masked = second >> 7
+                length = second & 0x7F
+                offset = 2
+                if length == 126:
+                    length = (buf[start + 2] << 8) | buf[start + 3]
+                    offset = 4
+                if (
+                    second & 0x7F != 127  # (a 64-bit length: the general path)
+                    and bool(masked) == self._expect_masked
+                    and length <= self._max_message_size
+                ):
+                    if masked:
+                        offset += 4
+                    end = start + offset + length
+                    if end <= self._end:
+                        begin = start + offset
+                        self._start = end
+                        view = self._view
+                        if masked:
+                            payload = apply_mask(view[begin:end], bytes(view[begin - 4 : begin]))
+                        else:
+                            payload = bytes(view[begin:end])
+                        return (Opcode.TEXT if first == 0x81 else Opcode.BINARY), payload
         while True:
             buf = self._buf
             start = self._start

@@ -23,6 +23,7 @@ first. That is the bound on what a message may expand into: see docs/security.md
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Final, overload
 
@@ -57,6 +58,8 @@ _NULL: Final = msgspec.Raw(b"null")
 #: then the payload is only checked the slow way.
 _LONG_EXPONENT: Final = re.compile(rb"[eE][+-]?\d{3}")
 _LONG_DIGITS: Final = re.compile(rb"\d{300}")
+#: Payloads up to this many bytes are checked by parsing them (see ``_suspect_number``).
+_PARSE_CHECK_MAX: Final = 4096
 _CALLER_KEY: Final = "_caller_worker_id"
 _BUILTIN_PREFIX: Final = "engine::"
 #: Bytes of JSON text parsed for a tag or an id at most.
@@ -242,7 +245,17 @@ def parse_raw(raw: msgspec.Raw) -> JSON:
 
 
 def _suspect_number(raw: msgspec.Raw) -> bool:
-    return bool(_LONG_EXPONENT.search(raw) or (len(raw) >= 300 and _LONG_DIGITS.search(raw)))
+    """Whether ``raw`` may hold a number Python's parser refuses or makes infinite. A short
+    payload is parsed by msgspec, whose limits are Python's (out-of-range floats refused,
+    integers of at most 4300 digits): cheaper than any scan of the text. A long one is
+    scanned for the only forms such a number can take (then the slow path decides)."""
+    if len(raw) <= _PARSE_CHECK_MAX:
+        try:
+            _parse(raw)
+        except (msgspec.MsgspecError, RecursionError):
+            return True
+        return False
+    return bool(_LONG_EXPONENT.search(raw) or _LONG_DIGITS.search(raw))
 
 
 def _decode_fields(text: str) -> Message:
@@ -286,6 +299,11 @@ def peek(data: str | bytes, names: tuple[str, ...]) -> dict[str, JSON] | None:
 
 
 # --- payloads that may be raw ------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=1024)
+def _caller_key(worker_id: str) -> bytes:
+    return b'"_caller_worker_id":' + _encode_str(worker_id)
 
 
 def is_raw(value: object) -> bool:
@@ -349,7 +367,7 @@ def with_caller(value: JSON | msgspec.Raw, worker_id: str) -> JSON | msgspec.Raw
         else:
             assert isinstance(parsed, dict)
             return {**parsed, _CALLER_KEY: worker_id}
-    key = b'"_caller_worker_id":' + _encode_str(worker_id)
+    key = _caller_key(worker_id)
     if _EMPTY_OBJECT.match(text):
         return msgspec.Raw(b"{" + key + b"}")
     return msgspec.Raw(text[:-1] + b"," + key + b"}")
