@@ -117,3 +117,30 @@ async def test_an_error_in_a_job_reaches_the_nursery() -> None:
     with pytest.RaisesGroup(pytest.RaisesExc(RuntimeError, match="boom")), trio.fail_after(5):
         async with trio.open_nursery() as nursery:
             InlineRunner(nursery).submit(broken)
+
+
+async def test_a_job_that_waits_is_cancelled_at_its_deadline(autojump_clock: object) -> None:
+    timed_out: list[str] = []
+    outcome: list[str] = []
+
+    async def slow() -> None:
+        with trio.move_on_after(100):  # its own scope, inside the runner's
+            try:
+                await trio.sleep_forever()
+            except trio.Cancelled:
+                outcome.append("cancelled")
+                raise
+
+    async def quick() -> None:
+        outcome.append("quick")  # a past deadline does not matter to a job that never waits
+
+    with trio.fail_after(50):
+        async with trio.open_nursery() as nursery:
+            runner = InlineRunner(nursery)
+            now = trio.current_time()
+            runner.submit(slow, deadline=now + 5, on_timeout=lambda: timed_out.append("slow"))
+            runner.submit(quick, deadline=now - 1, on_timeout=lambda: timed_out.append("quick"))
+            await trio.sleep(10)
+            nursery.cancel_scope.cancel()
+    assert outcome == ["quick", "cancelled"]
+    assert timed_out == ["slow"]

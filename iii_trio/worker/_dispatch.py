@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import math
 import traceback
+from functools import partial
 from typing import Any, Final
 
 import attrs
@@ -49,51 +50,93 @@ ABORT_GRACE: Final = 1.0
 ChannelEnd = ChannelReader | ChannelWriter
 
 
-async def run_invocation(
+def submit_invocation(
     session: Session,
     msg: InvokeFunction | RelayedInvoke,
     spec: FunctionSpec | None,
     endpoint: ChannelEndpoint,
 ) -> None:
-    """Run ``msg`` with ``spec``'s handler and send the answer (none for a void call)."""
-    error: ErrorBody | None = None
-    result: Any = None
+    """Run ``msg`` with ``spec``'s handler in the session's runner and send the answer (none
+    for a void call). Must not block (the session's reader calls it)."""
+    data: JSON = None
+    if isinstance(msg, RelayedInvoke):
+        try:
+            data = parse_raw(msg.data)
+        except RemoteProtocolError as exc:  # pragma: no cover - relay_form checked it
+            _answer(session, msg, None, ErrorBody(code=codes.INVALID_MESSAGE, message=str(exc)))
+            return
+    else:
+        data = msg.data
+    timeout = math.inf if msg.timeout_ms is None else msg.timeout_ms / 1000
+    runner = session.runner
+    if spec is not None and contains_ref(data):
+        runner.submit(partial(run_invocation, session, msg, data, spec, endpoint, timeout))
+        return
+    # The common case: no channel ends, so the deadline is fixed. The runner applies it only
+    # if the handler waits (one that returns without waiting cannot be cancelled anyway).
+    runner.submit(
+        partial(_run_plain, session, msg, data, spec),
+        deadline=trio.current_time() + timeout,
+        on_timeout=partial(_past_deadline, msg.function_id),
+    )
+
+
+async def _run_plain(
+    session: Session, msg: InvokeFunction | RelayedInvoke, data: JSON, spec: FunctionSpec | None
+) -> None:
     if spec is None:
         error = ErrorBody(
             code=codes.FUNCTION_NOT_FOUND, message=f"Function '{msg.function_id}' not found"
         )
+        _answer(session, msg, None, error)
+        return
+    try:
+        result = await (spec.handler(data) if spec.is_async else spec.call(data))
+    except Exception as exc:
+        _answer(session, msg, None, _failure(exc))
     else:
-        data: JSON = None
-        if isinstance(msg, RelayedInvoke):
-            try:
-                data = parse_raw(msg.data)
-            except RemoteProtocolError as exc:  # pragma: no cover - relay_form checked it
-                error = ErrorBody(code=codes.INVALID_MESSAGE, message=str(exc))
-        else:
-            data = msg.data
-        timeout = math.inf if msg.timeout_ms is None else msg.timeout_ms / 1000
-        # Without channel ends (the common case) the deadline is fixed: set it as the scope
-        # is made, and call the handler directly.
-        plain = error is None and not contains_ref(data)
-        with trio.CancelScope(
-            deadline=trio.current_time() + timeout if plain else math.inf
-        ) as scope:
-            try:
-                if error is not None:
-                    pass
-                elif plain:
-                    result = await (spec.handler(data) if spec.is_async else spec.call(data))
-                else:
-                    result = await run_handler(spec, data, endpoint, scope=scope, timeout=timeout)
-            except Exception as exc:
-                error = ErrorBody(
-                    code=codes.INVOCATION_FAILED,
-                    message=describe(exc),
-                    stacktrace="".join(traceback.format_exception(exc)),
-                )
-        if scope.cancelled_caught:
-            logger.warning("%s ran past its deadline and was cancelled", msg.function_id)
-            return  # the engine already answered the caller with invocation_timeout
+        _answer(session, msg, result, None)
+
+
+def _past_deadline(function_id: str) -> None:
+    # The engine already answered the caller with invocation_timeout.
+    logger.warning("%s ran past its deadline and was cancelled", function_id)
+
+
+def _failure(exc: Exception) -> ErrorBody:
+    return ErrorBody(
+        code=codes.INVOCATION_FAILED,
+        message=describe(exc),
+        stacktrace="".join(traceback.format_exception(exc)),
+    )
+
+
+async def run_invocation(
+    session: Session,
+    msg: InvokeFunction | RelayedInvoke,
+    data: JSON,
+    spec: FunctionSpec,
+    endpoint: ChannelEndpoint,
+    timeout: float,
+) -> None:
+    """Run ``msg``, whose payload ``data`` holds channel refs, with ``spec``'s handler, and
+    send the answer (none for a void call)."""
+    error: ErrorBody | None = None
+    result: Any = None
+    with trio.CancelScope() as scope:
+        try:
+            result = await run_handler(spec, data, endpoint, scope=scope, timeout=timeout)
+        except Exception as exc:
+            error = _failure(exc)
+    if scope.cancelled_caught:
+        _past_deadline(msg.function_id)
+        return
+    _answer(session, msg, result, error)
+
+
+def _answer(
+    session: Session, msg: InvokeFunction | RelayedInvoke, result: Any, error: ErrorBody | None
+) -> None:
     if msg.invocation_id is None:
         return
     if error is None:

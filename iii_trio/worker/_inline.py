@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import collections
 import contextvars
+import math
 import types
 from collections.abc import Callable, Coroutine, Generator
 from typing import Any, final
@@ -32,6 +33,7 @@ from typing import Any, final
 import trio
 
 Job = Callable[[], Coroutine[Any, Any, None]]
+_Entry = tuple[Job, float, Callable[[], None] | None]
 
 
 @final
@@ -41,15 +43,22 @@ class InlineRunner:
 
     def __init__(self, nursery: trio.Nursery) -> None:
         self._nursery = nursery
-        self._jobs: collections.deque[Job] = collections.deque()
+        self._jobs: collections.deque[_Entry] = collections.deque()
         #: The queue task, when it waits for work.
         self._parked: trio.lowlevel.Task | None = None
         #: A queue task exists (parked, scheduled or running).
         self._serving = False
 
-    def submit(self, job: Job) -> None:
-        """Run ``job()`` soon, after everything submitted before it has started."""
-        self._jobs.append(job)
+    def submit(
+        self,
+        job: Job,
+        *,
+        deadline: float = math.inf,
+        on_timeout: Callable[[], None] | None = None,
+    ) -> None:
+        """Run ``job()`` soon, after everything submitted before it has started. If it waits,
+        it is cancelled at ``deadline`` (then ``on_timeout()`` is called)."""
+        self._jobs.append((job, deadline, on_timeout))
         parked = self._parked
         if parked is not None:
             self._parked = None
@@ -60,9 +69,17 @@ class InlineRunner:
 
     async def _serve(self) -> None:
         jobs = self._jobs
-        while True:
-            while jobs:
-                coro = jobs.popleft()()
+        # One scope around every job this task runs, entered before the first of them: it is
+        # outside any scope a job enters, so it can carry the deadline of the one job that
+        # waits (and none before: a job that returns without waiting needs no scope).
+        with trio.CancelScope() as scope:
+            while True:
+                if not jobs:
+                    self._parked = trio.lowlevel.current_task()
+                    await trio.lowlevel.wait_task_rescheduled(self._abort)
+                    continue
+                job, deadline, on_timeout = jobs.popleft()
+                coro = job()
                 context = contextvars.copy_context()
                 try:
                     trap = context.run(coro.send, None)
@@ -75,10 +92,11 @@ class InlineRunner:
                 self._serving = bool(jobs)
                 if jobs:
                     self._nursery.start_soon(self._serve)
+                scope.deadline = deadline
                 await _drive(coro, trap, context)
                 return
-            self._parked = trio.lowlevel.current_task()
-            await trio.lowlevel.wait_task_rescheduled(self._abort)
+        if on_timeout is not None:  # cancelled at the deadline (the scope caught it)
+            on_timeout()
 
     def _abort(self, _: trio.lowlevel.RaiseCancelT) -> trio.lowlevel.Abort:
         self._parked = None

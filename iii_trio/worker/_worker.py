@@ -59,7 +59,7 @@ from ._calls import PendingCalls, follow_progress, stalled, timeout_as_error, to
 from ._channel_api import ChannelAPI
 from ._channels import ChannelEndpoint
 from ._connect import backoff, connect_engine
-from ._dispatch import run_invocation
+from ._dispatch import submit_invocation
 from ._functions import FunctionSpec, Handler, make_spec
 from ._refs import payload_to_json
 from ._session import Session
@@ -527,7 +527,7 @@ class Worker(ChannelAPI):
             self._calls.deliver(msg)
         elif isinstance(msg, RelayedInvoke | InvokeFunction):
             spec = self.functions.get(msg.function_id)
-            session.runner.submit(partial(run_invocation, session, msg, spec, self._endpoint))
+            submit_invocation(session, msg, spec, self._endpoint)
         elif isinstance(msg, WorkerRegistered):
             self.worker_id = msg.worker_id
             if msg.reattach_token:
