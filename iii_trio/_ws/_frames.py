@@ -127,16 +127,26 @@ def encode_frame(
 #: 1024 frames instead of one per frame. The keys are as unpredictable (RFC 6455 section
 #: 10.3 asks for a strong source of entropy, which this is); only the syscalls are fewer.
 _KEY_POOL_SIZE: Final = 4096
-_key_pool = memoryview(b"")
+_key_pool = b""
+_key_offset = 0
 
 
 def _mask_key() -> bytes:
-    global _key_pool
-    if len(_key_pool) < 4:
-        _key_pool = memoryview(os.urandom(_KEY_POOL_SIZE))
-    key = bytes(_key_pool[:4])
-    _key_pool = _key_pool[4:]
-    return key
+    global _key_pool, _key_offset
+    start = _key_offset
+    if start + 4 > len(_key_pool):
+        _key_pool, start = os.urandom(_KEY_POOL_SIZE), 0
+    _key_offset = start + 4
+    return _key_pool[start : start + 4]
+
+
+def _reset_key_pool() -> None:
+    # A forked child must not use the keys its parent has in its pool.
+    global _key_pool, _key_offset
+    _key_pool, _key_offset = b"", 0
+
+
+os.register_at_fork(after_in_child=_reset_key_pool)
 
 
 #: Frames one fragmented message may span, control frames sent between its fragments

@@ -25,6 +25,7 @@ from ._codec import structure_ref as structure_ref
 from ._codec import unstructure as unstructure
 from ._codec import unstructure_ref as unstructure_ref
 from ._codec import validate_fields as validate_fields
+from ._ids import new_call_id as new_call_id
 from ._ids import new_uuid as new_uuid
 from ._lazy import DENSE_BYTES_PER_VALUE as DENSE_BYTES_PER_VALUE
 from ._lazy import DENSE_MIN as DENSE_MIN

@@ -42,15 +42,41 @@ from ..protocol import (
 
 @attrs.define(eq=False)
 class PendingCall:
-    """One call waiting for its answer, on the connection it was sent on."""
+    """One call waiting for its answer, on the connection it was sent on.
+
+    The calling task parks on it directly (one per call, so no ``trio.Event`` and its
+    parking lot are needed): :meth:`wait` until :meth:`set`.
+    """
 
     session: object
-    event: trio.Event = attrs.field(factory=trio.Event)
     result: JSON = None
     error: IIIError | None = None
+    #: The outcome is in (``set`` was called).
+    done: bool = False
+    _task: trio.lowlevel.Task | None = attrs.field(default=None, init=False)
+
+    async def wait(self) -> None:
+        """Wait until :meth:`set` (a checkpoint even if it was set already)."""
+        if self.done:
+            await trio.lowlevel.checkpoint()
+            return
+        self._task = trio.lowlevel.current_task()
+        await trio.lowlevel.wait_task_rescheduled(self._abort)
+
+    def _abort(self, _: trio.lowlevel.RaiseCancelT) -> trio.lowlevel.Abort:
+        self._task = None
+        return trio.lowlevel.Abort.SUCCEEDED
+
+    def set(self) -> None:
+        """The outcome is in: wake the caller."""
+        self.done = True
+        task = self._task
+        if task is not None:
+            self._task = None
+            trio.lowlevel.reschedule(task)
 
     def outcome(self) -> JSON:
-        """The result, once the event is set.
+        """The result, once it is :attr:`done`.
 
         Raises:
             IIIError: the call failed (the most specific ``InvocationError`` subclass).
@@ -94,17 +120,17 @@ class PendingCalls:
                 call.error = exc
         else:
             call.result = msg.result
-        call.event.set()
+        call.set()
 
     def fail_session(self, session: object) -> None:
         """The connection ``session`` ended: its calls fail with ``WorkerDisconnected``."""
         for call in self._calls.values():
-            if call.session is session and not call.event.is_set():
+            if call.session is session and not call.done:
                 call.error = WorkerDisconnected(
                     codes.WORKER_DISCONNECTED,
                     "the connection to the engine was lost before the result arrived",
                 )
-                call.event.set()
+                call.set()
 
     def __len__(self) -> int:
         return len(self._calls)

@@ -52,6 +52,7 @@ from ..protocol import (
     channel_ids,
     encode,
     encode_call,
+    new_call_id,
     new_uuid,
 )
 from ..protocol import RegistrationRejected as RegistrationRejectedMessage
@@ -352,7 +353,7 @@ class Worker(ChannelAPI):
             return None
         if channel_ids(data):
             return await self._call_streaming(function_id, data, wire_action, seconds)
-        invocation_id = new_uuid()
+        invocation_id = new_call_id()
         timeout_ms = None if math.isinf(seconds) else max(int(seconds * 1000), 1)
         if wire_action is None:
             text = encode_call(function_id, invocation_id, data, timeout_ms)
@@ -367,11 +368,14 @@ class Worker(ChannelAPI):
                 )
             )
         with timeout_as_error(seconds, function_id):
-            session = await self._wait_session()
-            call = self._calls.add(invocation_id, session)
+            current = self._session
+            if current is None:
+                current = await self._wait_session()
+            call = self._calls.add(invocation_id, current)
             try:
-                await session.send_encoded(text)
-                await call.event.wait()
+                if not current.outbox.send_nowait(text):
+                    await current.send_encoded(text)  # waits for room, or says why not
+                await call.wait()
             finally:
                 self._calls.discard(invocation_id)
         return call.outcome()
@@ -404,7 +408,7 @@ class Worker(ChannelAPI):
                             timeout_ms=None if math.isinf(seconds) else max(int(seconds * 1000), 1),
                         )
                     )
-                    await call.event.wait()
+                    await call.wait()
                     nursery.cancel_scope.cancel()
         finally:
             self._calls.discard(invocation_id)
