@@ -141,12 +141,13 @@ def _answer(
         return
     if error is None:
         try:
-            session.post_encoded(
-                encode_result(msg.invocation_id, msg.function_id, payload_to_json(result))
-            )
-            return
+            text = encode_result(msg.invocation_id, msg.function_id, payload_to_json(result))
         except LocalProtocolError:
             pass  # answered below, with the reason
+        else:
+            # More calls of the same burst waiting to run: their answers share one write.
+            session.post_encoded(text, burst=session.runner.backlog)
+            return
     reply = InvocationResult(
         invocation_id=msg.invocation_id,
         function_id=msg.function_id,

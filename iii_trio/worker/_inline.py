@@ -49,6 +49,11 @@ class InlineRunner:
         #: A queue task exists (parked, scheduled or running).
         self._serving = False
 
+    @property
+    def backlog(self) -> bool:
+        """Jobs wait to start (so work that finishes now is not the last of its burst)."""
+        return bool(self._jobs)
+
     def submit(
         self,
         job: Job,

@@ -5,8 +5,11 @@ to the worker's ``on_message``, a synchronous call) and the writer of its
 :class:`~iii_trio._ws.Outbox`. Work the worker starts for this connection (invocations it
 runs, trigger bindings it serves) lives in the same nursery, so a lost connection cancels it.
 
-The outbox uses ``coalesce=True``: a message is written by the sending task itself when the
-writer is idle, and messages sent until the writer has run share one write.
+A message is written by the sending task itself when the outbox's writer is idle (one system
+call, no task switch). A sender that knows more messages follow at once (a result while more
+invocations wait to run, a call while others are in flight) says ``burst=True``: then it is
+queued, and everything sent until the writer has run shares one write. A lone message (one
+call in flight) so costs no wake-up of the writer, which would find nothing to do.
 """
 
 from __future__ import annotations
@@ -50,7 +53,7 @@ class Session:
         on_message: Callable[[Session, Message | RelayedInvoke | RelayedResult], None],
     ) -> None:
         self.ws = ws
-        self.outbox = Outbox(ws, limit=OUTBOX_LIMIT, coalesce=True)
+        self.outbox = Outbox(ws, limit=OUTBOX_LIMIT)
         self._on_message = on_message
         self._nursery: trio.Nursery | None = None
         self._runner: InlineRunner | None = None
@@ -87,9 +90,9 @@ class Session:
         """
         self.outbox.post(encode(msg))
 
-    def post_encoded(self, text: str) -> None:
-        """:meth:`post` for a message already encoded."""
-        self.outbox.post(text)
+    def post_encoded(self, text: str, *, burst: bool = False) -> None:
+        """:meth:`post` for a message already encoded (``burst``: more follow at once)."""
+        self.outbox.post(text, burst=burst)
 
     async def send(self, msg: Message) -> None:
         """Send ``msg``, waiting while the outbox is over its limit. Not a schedule point

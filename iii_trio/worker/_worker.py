@@ -373,7 +373,9 @@ class Worker(ChannelAPI):
                 current = await self._wait_session()
             call = self._calls.add(invocation_id, current)
             try:
-                if not current.outbox.send_nowait(text):
+                # With other calls in flight, more sends are likely in this same pass of the
+                # scheduler (their answers come in bursts): queue, to share one write.
+                if not current.outbox.send_nowait(text, burst=len(self._calls) > 1):
                     await current.send_encoded(text)  # waits for room, or says why not
                 await call.wait()
             finally:
