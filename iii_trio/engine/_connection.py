@@ -25,7 +25,15 @@ import trio
 
 from .._errors import RemoteProtocolError
 from .._ws import ConnectionClosed, MessageSocket, Outbox, WebSocket
-from ..protocol import Message, RelayedInvoke, RelayedResult, decode_lazy
+from ..protocol import (
+    DENSE_MIN,
+    Message,
+    RelayedInvoke,
+    RelayedResult,
+    check_containers,
+    count_containers,
+    decode_lazy,
+)
 
 logger = logging.getLogger("iii_trio.engine")
 
@@ -34,6 +42,8 @@ _YIELD_EVERY: Final = 8
 #: Bytes queued for others (answers, forwarded calls) before its reader lets others run.
 _YIELD_BYTES: Final = 1024 * 1024
 _TELEMETRY_PREFIXES: Final = (b"OTLP", b"MTRC", b"LOGS")
+#: Characters of a large message counted between two schedule points (~1 ms each).
+_COUNT_SLICE: Final = 1024 * 1024
 #: Seconds a stopping engine spends delivering what is queued and closing one connection.
 GOODBYE_TIMEOUT: Final = 2.0
 
@@ -188,6 +198,8 @@ class WorkerConnection:
                     pass  # iii telemetry frames (OTLP/MTRC/LOGS): accepted and dropped
                 else:
                     try:
+                        if len(raw) > DENSE_MIN:
+                            await _check_structure(raw)
                         msg = decode_lazy(raw)
                     except RemoteProtocolError as exc:
                         on_bad_message(worker_id, raw, exc)
@@ -216,3 +228,19 @@ class WorkerConnection:
                 self.unresponsive = True
                 self.drop(f"no pong within {self._ping_timeout:g}s (not reading, or gone)")
                 return
+
+
+async def _check_structure(raw: str | bytes) -> None:
+    """Count the arrays and objects of a large message before any of it is parsed, a slice at
+    a time with a schedule point between slices, so that a huge one never holds up the other
+    connections (see protocol.check_containers).
+
+    Raises:
+        RemoteProtocolError: the message is too dense to parse.
+    """
+    containers = 0
+    for start in range(0, len(raw), _COUNT_SLICE):
+        if start:
+            await trio.lowlevel.checkpoint()
+        containers += count_containers(raw, start, start + _COUNT_SLICE)
+    check_containers(len(raw), containers)

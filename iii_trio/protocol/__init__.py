@@ -27,6 +27,7 @@ from ._codec import unstructure_ref as unstructure_ref
 from ._codec import validate_fields as validate_fields
 from ._ids import new_call_id as new_call_id
 from ._ids import new_uuid as new_uuid
+from ._lazy import DENSE_BYTES_PER_CONTAINER as DENSE_BYTES_PER_CONTAINER
 from ._lazy import DENSE_BYTES_PER_VALUE as DENSE_BYTES_PER_VALUE
 from ._lazy import DENSE_MIN as DENSE_MIN
 from ._lazy import ForwardInvoke as ForwardInvoke
@@ -35,7 +36,9 @@ from ._lazy import RawJSON as RawJSON
 from ._lazy import RelayedError as RelayedError
 from ._lazy import RelayedInvoke as RelayedInvoke
 from ._lazy import RelayedResult as RelayedResult
+from ._lazy import check_containers as check_containers
 from ._lazy import check_density as check_density
+from ._lazy import count_containers as count_containers
 from ._lazy import decode_lazy as decode_lazy
 from ._lazy import is_raw as is_raw
 from ._lazy import materialize as materialize

@@ -180,6 +180,37 @@ def check_density(text: str | bytes | memoryview | msgspec.Raw) -> None:
         )
 
 
+#: A message over :data:`DENSE_MIN` bytes may hold at most one ``[`` or ``{`` per this many
+#: bytes (checked by :func:`count_containers` before any of it is parsed).
+DENSE_BYTES_PER_CONTAINER: Final = 4
+
+
+def count_containers(text: str | bytes, start: int = 0, end: int | None = None) -> int:
+    """The ``[`` and ``{`` characters in ``text[start:end]`` (strings included: an upper bound
+    on the arrays and objects it holds), at C speed. A reader of a large message calls it on
+    slices, yielding between them, then :func:`check_containers`."""
+    if isinstance(text, bytes):
+        return text.count(b"[", start, end) + text.count(b"{", start, end)
+    return text.count("[", start, end) + text.count("{", start, end)
+
+
+def check_containers(size: int, containers: int) -> None:
+    """Refuse a message of ``size`` bytes with ``containers`` arrays and objects at most, if
+    it is over :data:`DENSE_MIN` bytes and holds more than one per
+    :data:`DENSE_BYTES_PER_CONTAINER` bytes: ``[],`` repeated is one array per 3 bytes, and
+    each costs about 80 bytes once parsed, and a fixed cost to skip even when it is not.
+
+    Raises:
+        RemoteProtocolError: over the budget.
+    """
+    if size > DENSE_MIN and containers * DENSE_BYTES_PER_CONTAINER > size:
+        raise RemoteProtocolError(
+            f"message too dense to parse: {containers} arrays and objects in {size} bytes "
+            f"(at most one per {DENSE_BYTES_PER_CONTAINER} bytes in a message over "
+            f"{DENSE_MIN} bytes)"
+        )
+
+
 def decode_lazy(data: str | bytes) -> Message | RelayedInvoke | RelayedResult:
     """Like :func:`~._codec.decode`, but a call to a worker's function and its result come as
     :class:`RelayedInvoke` / :class:`RelayedResult` (payloads left as :data:`RawJSON`), and
@@ -374,6 +405,7 @@ def with_caller(value: JSON | msgspec.Raw, worker_id: str) -> JSON | msgspec.Raw
 
 
 __all__ = [
+    "DENSE_BYTES_PER_CONTAINER",
     "DENSE_BYTES_PER_VALUE",
     "DENSE_MIN",
     "UNKNOWN_TYPE",
@@ -383,7 +415,9 @@ __all__ = [
     "RelayedError",
     "RelayedInvoke",
     "RelayedResult",
+    "check_containers",
     "check_density",
+    "count_containers",
     "decode_lazy",
     "is_raw",
     "materialize",

@@ -33,7 +33,7 @@ from iii_trio.protocol import (
     Pong,
     RegisterFunction,
 )
-from tests.helpers import new_id
+from tests.helpers import RawClient, new_id
 
 # --- fragment floods --------------------------------------------------------------------------
 
@@ -209,6 +209,90 @@ async def test_absurd_buffer_size_is_clamped(iii_engine, raw) -> None:
             assert set(result.result) == {"writer", "reader"}
         await caller.send(Ping())
         assert isinstance(await caller.expect(Pong), Pong)
+
+
+# --- parse bombs (issue 14) ------------------------------------------------------------------
+
+BOMB_BYTES = 8 * 1024 * 1024  # 27x this in Python objects, and ~1.4 s of parsing, before
+
+
+def _bomb(size: int) -> str:
+    """``[[],[],...]``: one empty list per 3 bytes, the densest JSON there is."""
+    return "[" + "[]," * (size // 3) + "[]]"
+
+
+BOMBS = {
+    # Where the engine would never parse it anyway (skipped unparsed), in a field it stores,
+    # and in a call's payload, which it relays as text: refused before any parsing each time.
+    "unknown-field": lambda: '{"type":"ping","x":' + _bomb(BOMB_BYTES) + "}",
+    "metadata": lambda: (
+        '{"type":"registerfunction","id":"bomb::f","metadata":' + _bomb(BOMB_BYTES) + "}"
+    ),
+    "call-data": lambda: (
+        '{"type":"invokefunction","function_id":"good::echo","invocation_id":"'
+        + BOMB_CALL_ID
+        + '","data":'
+        + _bomb(BOMB_BYTES)
+        + "}"
+    ),
+}
+BOMB_CALL_ID = "0b0b0b0b-0000-4000-8000-000000000001"
+
+
+def _peak_rss_mib() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+@pytest.mark.parametrize("where", list(BOMBS))
+async def test_parse_bombs_are_refused_while_others_are_served(where: str) -> None:
+    bomb = BOMBS[where]()
+    async with (
+        iii_trio.open_engine(port=0) as engine,
+        iii_trio.connect_worker(engine.url, name="server") as server,
+        iii_trio.connect_worker(engine.url, name="client") as client,
+    ):
+        server.register_function("good::echo", lambda p: p["n"])
+        await engine.wait_function("good::echo")
+        attacker = await RawClient.connect(engine.url)
+        latencies: list[float] = []
+        answered = trio.Event()
+        peak_before = _peak_rss_mib()
+
+        async def attack() -> None:
+            await attacker.send(bomb)
+            if where == "call-data":
+                result = await attacker.expect(InvocationResult)
+                assert result.invocation_id == BOMB_CALL_ID
+                body = result.error
+            else:
+                body = (await attacker.expect(Error)).error
+            assert body is not None and body.code == "invalid_message"
+            assert "too dense" in body.message
+            answered.set()
+
+        async def call_meanwhile() -> None:
+            n = 0
+            while not answered.is_set() or n < 3:
+                start = trio.current_time()
+                with trio.fail_after(2):  # every single call is served within this
+                    assert await client.trigger("good::echo", {"n": n}) == n
+                latencies.append(trio.current_time() - start)
+                n += 1
+
+        with trio.fail_after(30):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(attack)
+                nursery.start_soon(call_meanwhile)
+            # The attacker's connection still works, and nothing of the bomb was kept.
+            await attacker.send(Ping())
+            assert isinstance(await attacker.expect(Pong), Pong)
+        await attacker.aclose()
+        assert engine.statistics().functions == 1
+        # The engine runs in this process: its peak grew by a few copies of the message at
+        # most (the bomb would have taken 27 times its size once parsed).
+        assert _peak_rss_mib() - peak_before < 12 * BOMB_BYTES / 2**20
 
 
 # --- out of file descriptors -------------------------------------------------------------------
