@@ -62,6 +62,8 @@ _LONG_DIGITS: Final = re.compile(rb"\d{300}")
 _PARSE_CHECK_MAX: Final = 4096
 _CALLER_KEY: Final = "_caller_worker_id"
 _BUILTIN_PREFIX: Final = "engine::"
+#: The longest message :func:`peek` looks into.
+PEEK_MAX: Final = 1024 * 1024
 #: Bytes of JSON text parsed for a tag or an id at most.
 _SMALL: Final = 1024
 _encode_str: Final = msgspec.json.Encoder().encode
@@ -321,7 +323,11 @@ def _small_json(raw: msgspec.Raw) -> JSON:
 def peek(data: str | bytes, names: tuple[str, ...]) -> dict[str, JSON] | None:
     """The fields ``names`` of a message object, each parsed only if its text is at most 1
     KiB (else None), the rest skipped unparsed: what can be said about a message that did not
-    decode, at a bounded cost. None if ``data`` is not a JSON object."""
+    decode, at a bounded cost. None if ``data`` is not a JSON object, or is over
+    :data:`PEEK_MAX` characters (skipping even unparsed costs time: ~4 ms per MiB of the
+    densest JSON)."""
+    if len(data) > PEEK_MAX:
+        return None
     try:
         fields = _FIELDS.decode(data)
         return {name: _small_json(fields[name]) for name in names if name in fields}

@@ -230,13 +230,12 @@ BOMBS = {
     ),
     "call-data": lambda: (
         '{"type":"invokefunction","function_id":"good::echo","invocation_id":"'
-        + BOMB_CALL_ID
+        + new_id()
         + '","data":'
         + _bomb(BOMB_BYTES)
         + "}"
     ),
 }
-BOMB_CALL_ID = "0b0b0b0b-0000-4000-8000-000000000001"
 
 
 def _peak_rss_mib() -> float:
@@ -262,12 +261,8 @@ async def test_parse_bombs_are_refused_while_others_are_served(where: str) -> No
 
         async def attack() -> None:
             await attacker.send(bomb)
-            if where == "call-data":
-                result = await attacker.expect(InvocationResult)
-                assert result.invocation_id == BOMB_CALL_ID
-                body = result.error
-            else:
-                body = (await attacker.expect(Error)).error
+            # An error message (a refused message over 1 MiB is not searched for a call id).
+            body = (await attacker.expect(Error)).error
             assert body is not None and body.code == "invalid_message"
             assert "too dense" in body.message
             answered.set()
@@ -293,6 +288,23 @@ async def test_parse_bombs_are_refused_while_others_are_served(where: str) -> No
         # The engine runs in this process: its peak grew by a few copies of the message at
         # most (the bomb would have taken 27 times its size once parsed).
         assert _peak_rss_mib() - peak_before < 12 * BOMB_BYTES / 2**20
+
+
+async def test_a_dense_call_under_1_mib_gets_an_error_result(iii_engine, raw) -> None:
+    caller = await raw()
+    call_id = new_id()
+    with trio.fail_after(10):
+        await caller.send(
+            '{"type":"invokefunction","function_id":"good::echo","invocation_id":"'
+            + call_id
+            + '","data":'
+            + _bomb(256 * 1024)
+            + "}"
+        )
+        result = await caller.expect(InvocationResult)
+    assert result.invocation_id == call_id
+    assert result.error is not None and result.error.code == "invalid_message"
+    assert "too dense" in result.error.message
 
 
 # --- out of file descriptors -------------------------------------------------------------------
