@@ -165,6 +165,9 @@ _OWN_PART: Final = 4096
 _OPCODES: Final = {op.value: op for op in Opcode}
 #: First read size of a fresh receive buffer; it doubles while reads fill it.
 _MIN_READ: Final = 16 * 1024
+#: Read buffers of ``_MIN_READ`` bytes kept for reuse, process-wide, at most (1 MiB).
+_POOL_MAX: Final = 64
+_POOL: list[bytearray] = []
 
 
 @final
@@ -181,7 +184,9 @@ class FrameReader:
     replaced by a bigger one when a frame does not fit (growing at most twice over per read,
     so a peer cannot make us allocate a huge frame's size before sending it), and dropped
     once everything in it was parsed after a small read, so an idle connection holds no
-    buffer.
+    buffer. Dropped buffers of the smallest read size go to a small process-wide pool
+    (:data:`_POOL_MAX` of them at most) that the next small read takes from: a connection
+    that gets one small message at a time does not allocate and zero a buffer per message.
 
     A fragmented message is kept as it arrives in a list of parts: a fragment of at least
     :data:`_OWN_PART` bytes is a part of its own (no copy beyond the one that unmasks it,
@@ -283,7 +288,7 @@ class FrameReader:
             # reads fit too: the buffer follows the data that actually arrives (at most twice
             # over), never the size a frame header merely announces.
             capacity = 1 << (pending + max(size, grow_to) - 1).bit_length()
-            new = bytearray(capacity)
+            new = _POOL.pop() if capacity == _MIN_READ and _POOL else bytearray(capacity)
             new[:pending] = self._view[self._start : self._end]
             self._view.release()
             self._buf = new
@@ -296,10 +301,13 @@ class FrameReader:
         the connection looks idle (the last read was small) or it grew well past the read
         size for one big frame, so an idle connection holds no buffer."""
         self._start = self._end = 0
-        if self._buf and (
-            self._last_read_size < _MIN_READ or len(self._buf) > 4 * max(self._max_read, _MIN_READ)
+        buf = self._buf
+        if buf and (
+            self._last_read_size < _MIN_READ or len(buf) > 4 * max(self._max_read, _MIN_READ)
         ):
             self._view.release()
+            if len(buf) == _MIN_READ and len(_POOL) < _POOL_MAX:
+                _POOL.append(buf)  # no view of it is left: ours was the only one
             self._buf = bytearray()
             self._view = memoryview(self._buf)
 
