@@ -582,6 +582,9 @@ async def _send_gathered(stream: trio.abc.Stream, buffers: list[bytes | memoryvi
 
 _TEXT_HEADERS: Final = [frame_header(Opcode.TEXT, n) for n in range(126)]
 _BINARY_HEADERS: Final = [frame_header(Opcode.BINARY, n) for n in range(126)]
+#: The first two bytes of an unmasked frame with a 16-bit length.
+_TEXT_HEADER16: Final = bytes((0x80 | Opcode.TEXT, 126))
+_BINARY_HEADER16: Final = bytes((0x80 | Opcode.BINARY, 126))
 
 
 def _encode_batch(
@@ -595,15 +598,19 @@ def _encode_batch(
     for message in messages:
         if isinstance(message, str):
             payload: bytes | memoryview = message.encode("utf-8")
-            opcode, headers = Opcode.TEXT, _TEXT_HEADERS
+            opcode, headers, header16 = Opcode.TEXT, _TEXT_HEADERS, _TEXT_HEADER16
         else:
             payload = message
-            opcode, headers = Opcode.BINARY, _BINARY_HEADERS
+            opcode, headers, header16 = Opcode.BINARY, _BINARY_HEADERS, _BINARY_HEADER16
         size = len(payload)
         if mask:
             header, payload = encode_frame(opcode, payload, mask=True)
+        elif size < 126:
+            header = headers[size]
+        elif size < 0x10000:
+            header = header16 + size.to_bytes(2, "big")
         else:
-            header = headers[size] if size < 126 else frame_header(opcode, size)
+            header = frame_header(opcode, size)
         pending.append(header)
         if size >= _COALESCE_LIMIT:
             out.append(b"".join(pending))

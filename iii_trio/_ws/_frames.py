@@ -42,6 +42,9 @@ _SENDABLE_CODES: Final = frozenset(
 _DATA_OPCODES: Final = (Opcode.TEXT, Opcode.BINARY)
 _U16: Final = struct.Struct("!H")
 _U64: Final = struct.Struct("!Q")
+#: A frame header's first two bytes and its 16- or 64-bit length, packed in one call.
+_HEADER16: Final = struct.Struct("!BBH")
+_HEADER64: Final = struct.Struct("!BBQ")
 
 
 @final
@@ -104,9 +107,9 @@ def frame_header(
     if length < 126:
         header = bytes((first, mask_bit | length))
     elif length < 1 << 16:
-        header = bytes((first, mask_bit | 126)) + _U16.pack(length)
+        header = _HEADER16.pack(first, mask_bit | 126, length)
     else:
-        header = bytes((first, mask_bit | 127)) + _U64.pack(length)
+        header = _HEADER64.pack(first, mask_bit | 127, length)
     return header + mask_key if mask_key is not None else header
 
 

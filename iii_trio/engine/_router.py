@@ -210,9 +210,13 @@ class Router:
         record = self._workers.get(worker_id)
         if record is None:
             return []  # the connection is ending: its cleanup answered for it
-        if isinstance(msg, InvokeFunction | RelayedInvoke):
+        if isinstance(msg, RelayedInvoke):  # the relay's hot path first
             out = self._invoke(record, msg)
-        elif isinstance(msg, InvocationResult | RelayedResult):
+        elif isinstance(msg, RelayedResult):
+            out = self._result(record, msg)
+        elif isinstance(msg, InvokeFunction):
+            out = self._invoke(record, msg)
+        elif isinstance(msg, InvocationResult):
             out = self._result(record, msg)
         elif isinstance(msg, RegisterFunction):
             out = self._register(record, msg)
