@@ -62,6 +62,8 @@ from ..protocol import (
     UnregisterTrigger,
     UnregisterTriggerType,
     WorkerRegistered,
+    forward_call,
+    forward_result,
     is_ignored_tag,
     new_uuid,
     payload_channel_ids,
@@ -210,13 +212,9 @@ class Router:
         record = self._workers.get(worker_id)
         if record is None:
             return []  # the connection is ending: its cleanup answered for it
-        if isinstance(msg, RelayedInvoke):  # the relay's hot path first
-            out = self._invoke(record, msg)
-        elif isinstance(msg, RelayedResult):
-            out = self._result(record, msg)
-        elif isinstance(msg, InvokeFunction):
-            out = self._invoke(record, msg)
-        elif isinstance(msg, InvocationResult):
+        if isinstance(msg, RelayedInvoke) or isinstance(msg, InvokeFunction):  # noqa: SIM101
+            out = self._invoke(record, msg)  # (the relay's form first: the common case)
+        elif isinstance(msg, RelayedResult) or isinstance(msg, InvocationResult):  # noqa: SIM101
             out = self._result(record, msg)
         elif isinstance(msg, RegisterFunction):
             out = self._register(record, msg)
@@ -427,21 +425,8 @@ class Router:
         )
         invocations.add(inv)
         self._on_deadline(inv.deadline)
-        if isinstance(msg, RelayedInvoke):
-            return [
-                (
-                    entry.worker_id,
-                    ForwardInvoke(
-                        invocation_id=target_id,
-                        function_id=function_id,
-                        data=with_caller(msg.data, caller.worker_id),
-                        traceparent=msg.traceparent,
-                        baggage=msg.baggage,
-                        metadata=msg.metadata,
-                        timeout_ms=int(timeout * 1000),
-                    ),
-                )
-            ]
+        if isinstance(msg, RelayedInvoke):  # the relay: no payload objects made
+            return [(entry.worker_id, forward_call(msg, target_id, caller.worker_id, timeout))]
         forward = InvokeFunction(
             invocation_id=target_id,
             function_id=function_id,
@@ -496,15 +481,7 @@ class Router:
         if inv.caller_id is None or inv.caller not in self._workers:
             return []
         if isinstance(msg, RelayedResult):
-            relayed = ForwardResult(
-                invocation_id=inv.caller_id,
-                function_id=inv.function_id,
-                result=msg.result,
-                error=msg.error,
-                traceparent=msg.traceparent,
-                baggage=msg.baggage,
-            )
-            return [(inv.caller, relayed)]
+            return [(inv.caller, forward_result(msg, inv.caller_id, inv.function_id))]
         answer = InvocationResult(
             invocation_id=inv.caller_id,
             function_id=inv.function_id,

@@ -40,6 +40,8 @@ from ._lazy import check_containers as check_containers
 from ._lazy import check_density as check_density
 from ._lazy import count_containers as count_containers
 from ._lazy import decode_lazy as decode_lazy
+from ._lazy import forward_call as forward_call
+from ._lazy import forward_result as forward_result
 from ._lazy import is_raw as is_raw
 from ._lazy import materialize as materialize
 from ._lazy import parse_raw as parse_raw

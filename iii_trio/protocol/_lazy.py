@@ -343,6 +343,36 @@ def _caller_key(worker_id: str) -> bytes:
     return b'"_caller_worker_id":' + _encode_str(worker_id)
 
 
+def forward_call(
+    msg: RelayedInvoke, invocation_id: str, caller_id: str, timeout: float
+) -> ForwardInvoke:
+    """What the relay sends the executor of ``msg``: the call under ``invocation_id``, its
+    payload with ``_caller_worker_id`` set to ``caller_id`` (:func:`with_caller`), and the
+    deadline the engine gives it (``timeout`` seconds)."""
+    return ForwardInvoke(
+        invocation_id=invocation_id,
+        function_id=msg.function_id,
+        data=with_caller(msg.data, caller_id),
+        traceparent=msg.traceparent,
+        baggage=msg.baggage,
+        metadata=msg.metadata,
+        timeout_ms=int(timeout * 1000),
+    )
+
+
+def forward_result(msg: RelayedResult, invocation_id: str, function_id: str) -> ForwardResult:
+    """What the relay sends the caller for the executor's ``msg``: its result or error under
+    the caller's ``invocation_id``."""
+    return ForwardResult(
+        invocation_id=invocation_id,
+        function_id=function_id,
+        result=msg.result,
+        error=msg.error,
+        traceparent=msg.traceparent,
+        baggage=msg.baggage,
+    )
+
+
 def is_raw(value: object) -> bool:
     """True for a payload kept as JSON text (:data:`RawJSON`)."""
     return type(value) is msgspec.Raw
@@ -425,6 +455,8 @@ __all__ = [
     "check_density",
     "count_containers",
     "decode_lazy",
+    "forward_call",
+    "forward_result",
     "is_raw",
     "materialize",
     "parse_raw",
