@@ -525,7 +525,7 @@ class Liveness(Attack):
 
 class ParseBomb(Attack):
     key = "parse-bomb"
-    title = 'a parse bomb: one {"type":"ping","x":[[],[],...]} text message of 79 MiB'
+    title = 'a parse bomb: one {"type":"ping","x":[[],[],...]} text message (79 MiB; quick 20)'
 
     def bound(self, sizes: Sizes) -> float:
         return 120.0 + sizes.bomb_hold
