@@ -520,6 +520,38 @@ class Liveness(Attack):
         await trio.lowlevel.checkpoint()
 
 
+# --- 7 -------------------------------------------------------------------------------------
+
+
+class ParseBomb(Attack):
+    key = "parse-bomb"
+    title = 'a parse bomb: one {"type":"ping","x":[[],[],...]} text message (79 MiB; quick 20)'
+
+    def bound(self, sizes: Sizes) -> float:
+        return 120.0 + sizes.bomb_hold
+
+    async def prepare(self) -> None:
+        count = self.env.sizes.bomb_bytes // 3
+        self.bomb = '{"type":"ping","x":[' + "[]," * count + "[]]}"
+        self.attacker = await self.env.peer()
+
+    async def run(self) -> None:
+        t0 = trio.current_time()
+        await self.attacker.ws.send(self.bomb)
+        sent = elapsed(t0)
+        # The answer (an error, or a pong if the engine skips what it does not need) is read
+        # when the attacker leaves; meanwhile the healthy side goes on being measured.
+        await trio.sleep(self.env.sizes.bomb_hold)
+        self.env.details["bomb"] = {
+            "bytes": len(self.bomb),
+            "send_s": sent,
+            "engine_rss_mib_after_hold": round(self.env.engine.rss_kib() / 1024, 1),
+        }
+
+    async def leave(self) -> None:
+        await self.env.settle("parse bomb sender", self.attacker)
+
+
 ATTACKS: tuple[type[Attack], ...] = (
     HolCaller,
     HolExecutor,
@@ -527,4 +559,5 @@ ATTACKS: tuple[type[Attack], ...] = (
     OutboxBytes,
     WorkersTimesFunctions,
     Liveness,
+    ParseBomb,
 )

@@ -63,6 +63,9 @@ class Sizes:
     many_functions: int = 200_000
     # 6: liveness
     liveness_bound: float = 60.0
+    # 7: a parse bomb (issue 14): ``[],`` repeated, under the engine's max_message_size
+    bomb_bytes: int = 79 * MiB
+    bomb_hold: float = 5.0
 
     @classmethod
     def quick(cls) -> Sizes:
@@ -78,6 +81,7 @@ class Sizes:
             disconnect=100,
             many_functions=50_000,
             liveness_bound=20.0,
+            bomb_bytes=20 * MiB,
         )
 
 

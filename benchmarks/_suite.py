@@ -15,6 +15,7 @@ import attrs
 
 from ._common import GiB, KiB, MiB
 from ._harness import (
+    ROOT,
     BenchError,
     Child,
     Deadline,
@@ -190,16 +191,17 @@ def sdk_transfer(
     }
 
 
-def start_sdk_pair(group: Group, sdk: str, url: str) -> tuple[Child, Child]:
-    """A ``bench::sink`` server and a client process, ``sdk`` = ``trio`` or ``official``."""
+def start_sdk_pair(group: Group, sdk: str, url: str, *, root: Path = ROOT) -> tuple[Child, Child]:
+    """A ``bench::sink`` server and a client process, ``sdk`` = ``trio`` or ``official``,
+    run from the checkout ``root`` (its benchmarks and its iii_trio)."""
     module = "_trio_peer" if sdk == "trio" else "_official_peer"
     env = None
     if sdk == "official":
         # The official SDK writes ~/.iii/run/worker-<pid>.json; keep that out of $HOME.
         env = {"HOME": str(Path(group_tmp()) / "home")}
-    server = group.start(f"{sdk}-serve", module, "serve", "--url", url, env=env)
+    server = group.start(f"{sdk}-serve", module, "serve", "--url", url, env=env, root=root)
     server.read(60)
-    client = group.start(f"{sdk}-client", module, "client", "--url", url, env=env)
+    client = group.start(f"{sdk}-client", module, "client", "--url", url, env=env, root=root)
     client.read(60)
     return server, client
 

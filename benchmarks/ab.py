@@ -1,9 +1,11 @@
 """Interleaved A/B of two engine versions: ``python -m benchmarks.ab --base DIR [options]``.
 
 Engine A runs from the checkout ``DIR`` (e.g. ``git worktree add /tmp/base <commit>``),
-engine B from this one; both get the same iii_trio SDK peers (this checkout's). The runs
-alternate A, B, A, B, ... so that a machine whose speed drifts affects both alike, and the
-median of each side is printed with every repetition's value.
+engine B from this one. With ``--peers own`` (the default) both get the same iii_trio SDK
+peers (this checkout's), which measures the engine alone; with ``--peers each`` side A's
+peers run from ``DIR`` too, which measures SDK and engine together (what benchmark 3 sees).
+The runs alternate A, B, A, B, ... so that a machine whose speed drifts affects both alike,
+and the median of each side is printed with every repetition's value.
 
 Modes: ``--mode 65536`` or any chunk size (a channel transfer of ``--size-mib``; prints MB/s
 and engine CPU ms/MB), or ``--mode calls`` (20,000 calls at 64 in flight, then 2,000 one at a
@@ -27,6 +29,12 @@ def main() -> None:
     parser.add_argument("--mode", default="65536", help="chunk size in bytes, or 'calls'")
     parser.add_argument("--reps", type=int, default=9)
     parser.add_argument("--size-mib", type=int, default=256)
+    parser.add_argument(
+        "--peers",
+        choices=["own", "each"],
+        default="own",
+        help="SDK peers from this checkout for both sides, or from each side's checkout",
+    )
     args = parser.parse_args()
     if not (args.base / "iii_trio").is_dir():
         parser.error(f"{args.base} is not an iii_trio checkout")
@@ -35,7 +43,9 @@ def main() -> None:
         sides = {}
         for name, root in (("A", args.base.resolve()), ("B", ROOT)):
             engine, url = start_engine(group, root=root)
-            _, client = start_sdk_pair(group, "trio", url)
+            _, client = start_sdk_pair(
+                group, "trio", url, root=root if args.peers == "each" else ROOT
+            )
             sides[name] = (engine, client)
         for _ in range(args.reps):
             for name, (engine, client) in sides.items():

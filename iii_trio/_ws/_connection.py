@@ -43,9 +43,9 @@ from ._frames import (
     Opcode,
     close_payload,
     encode_frame,
-    frame_header,
     parse_close,
 )
+from ._io import IOV_MAX, coalesce, encode_batch, recv_into, send_gathered
 
 logger = logging.getLogger("iii_trio.ws")
 
@@ -53,11 +53,6 @@ logger = logging.getLogger("iii_trio.ws")
 RECEIVE_SIZE: Final = 256 * 1024  # 256 KiB
 #: Seconds to keep draining a peer we are closing for a protocol error (see ``_fail``).
 FAIL_LINGER: Final = 2.0
-#: Buffers below this size are copied together; larger payloads go to the kernel as their
-#: own buffer of a gathered write (``writev``), so relayed bytes are not copied again.
-_COALESCE_LIMIT: Final = 16 * 1024
-#: Buffers per ``writev`` call (Linux's IOV_MAX is 1024).
-_IOV_MAX: Final = 512
 
 
 @final
@@ -111,6 +106,36 @@ class WebSocket(ClosingSocket):
     # --- receiving -------------------------------------------------------------------------
 
     _failure: tuple[int, str] | None = None
+    #: What :meth:`receive_nowait` read but left to :meth:`receive`: a control frame, a
+    #: text message that is not UTF-8, or the protocol error the reader raised.
+    _held: tuple[Opcode, bytes] | FrameError | None = None
+
+    def receive_nowait(self) -> str | bytes | None:
+        """The next data message if it is already buffered whole, without waiting and
+        without a schedule point; None otherwise (nothing buffered, another task receiving,
+        or something :meth:`receive` must handle first: a control frame, an error, the end).
+        A reader drains a burst with it after one :meth:`receive`."""
+        if self._receiving or self._held is not None or self._failure is not None:
+            return None
+        if self.close_info is not None:
+            return None
+        try:
+            event = self._reader.next_message()
+        except FrameError as exc:
+            self._held = exc
+            return None
+        if event is None:
+            return None
+        opcode, payload = event
+        if opcode == Opcode.TEXT:
+            try:
+                return payload.decode("utf-8")
+            except UnicodeDecodeError:
+                pass
+        elif opcode == Opcode.BINARY:
+            return payload
+        self._held = event
+        return None
 
     async def _receive(self) -> str | bytes:
         reader = self._reader
@@ -119,7 +144,14 @@ class WebSocket(ClosingSocket):
             if self._failure is not None:  # the reader is poisoned after a protocol error
                 raise ConnectionClosed(*self._failure)
             try:
-                event = reader.next_message()
+                held = self._held
+                if held is None:
+                    event = reader.next_message()
+                else:
+                    self._held = None
+                    if isinstance(held, FrameError):
+                        raise held
+                    event = held
             except FrameError as exc:
                 await self._fail(exc.code, exc.reason)
                 raise ConnectionClosed(exc.code, exc.reason) from exc
@@ -173,7 +205,7 @@ class WebSocket(ClosingSocket):
                 # copy of it into the buffer (see FrameReader.get_buffer).
                 view = self._reader.get_buffer(self._receive_size)
                 try:
-                    size = await _recv_into(sock, view, wait_first=not self._reader.last_read_full)
+                    size = await recv_into(sock, view, wait_first=not self._reader.last_read_full)
                 except OSError as exc:
                     raise trio.BrokenResourceError(f"socket connection broken: {exc}") from exc
                 finally:
@@ -262,7 +294,7 @@ class WebSocket(ClosingSocket):
             ConnectionClosed: the connection broke or the peer closed it.
             trio.ClosedResourceError: we closed it.
         """
-        buffers = _encode_batch(messages, mask=self._is_client)
+        buffers = encode_batch(messages, mask=self._is_client)
         if self._state is not State.OPEN:
             await trio.lowlevel.checkpoint()
             self._raise_closed()
@@ -285,9 +317,9 @@ class WebSocket(ClosingSocket):
         fd = sock.fileno()
         if fd == -1:
             return False
-        buffers = _encode_batch(messages, mask=self._is_client)
+        buffers = encode_batch(messages, mask=self._is_client)
         try:
-            sent = os.writev(fd, buffers) if len(buffers) <= _IOV_MAX else 0
+            sent = os.writev(fd, buffers) if len(buffers) <= IOV_MAX else 0
         except OSError:
             # Would block, or the connection failed: the ordinary path waits, or reports
             # the failure (and closes the connection) properly.
@@ -336,7 +368,7 @@ class WebSocket(ClosingSocket):
         await self._send_buffers([])
 
     async def _send_frames(self, frames: list[list[bytes | memoryview]]) -> None:
-        await self._send_buffers(_coalesce(frames))
+        await self._send_buffers(coalesce(frames))
 
     async def _send_buffers(self, buffers: list[bytes | memoryview]) -> None:
         """Write ``buffers`` (whole frames, in order) under the send lock."""
@@ -370,7 +402,7 @@ class WebSocket(ClosingSocket):
             return
         sent = False
         try:
-            await _send_gathered(self._stream, buffers)
+            await send_gathered(self._stream, buffers)
             sent = True
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             sent = True  # not a cancellation: nothing half-written to worry about
@@ -465,136 +497,3 @@ class WebSocket(ClosingSocket):
     @property
     def send_stream(self) -> trio.abc.Stream:
         return self._stream
-
-
-async def _recv_into(sock: trio.socket.SocketType, view: memoryview, *, wait_first: bool) -> int:
-    """Read into ``view`` with one schedule point: the wait for data, or after the read.
-
-    ``wait_first``: wait until ``sock`` is readable before reading, for a connection whose
-    last read emptied it (every small message): trying first would cost a failed system call
-    and an exception each time. Otherwise (more is probably waiting) read at once. trio's
-    ``recv_into`` does the same with two checkpoints and two context managers around it.
-
-    Raises:
-        OSError: the connection broke.
-        trio.ClosedResourceError: the socket was closed (by another task of ours).
-    """
-    waited = False
-    if not wait_first:
-        await trio.lowlevel.checkpoint_if_cancelled()  # cancelled: raise before reading
-    while True:
-        if wait_first:
-            await trio.lowlevel.wait_readable(sock)
-            waited = True
-        fd = sock.fileno()  # -1 once closed: never read a file descriptor reused since
-        if fd == -1:
-            raise trio.ClosedResourceError("the socket was closed")
-        try:
-            size = os.readv(fd, [view])
-        except BlockingIOError:
-            wait_first = True  # no data after all: wait for it
-            continue
-        if not waited:
-            await trio.lowlevel.cancel_shielded_checkpoint()
-        return size
-
-
-async def _send_gathered(stream: trio.abc.Stream, buffers: list[bytes | memoryview]) -> None:
-    """Write ``buffers`` in order with as few system calls as possible. One schedule point:
-    the final one, or each wait while the socket is full.
-
-    On a socket this calls ``writev`` itself and waits for the socket only when it is full:
-    trio's ``sendmsg`` wraps every call in two checkpoints and two context managers, a
-    fixed cost paid per relayed frame.
-
-    Raises:
-        trio.BrokenResourceError: the connection broke.
-        trio.ClosedResourceError: the stream was closed (by us).
-    """
-    if not isinstance(stream, trio.SocketStream):
-        for buffer in buffers:
-            await stream.send_all(buffer)
-        return
-    sock = stream.socket
-    views = [memoryview(b).cast("B") for b in buffers if len(b)]
-    first = 0
-    waited = False
-    while first < len(views):
-        fd = sock.fileno()  # -1 once closed: never write to a descriptor reused since
-        if fd == -1:
-            raise trio.ClosedResourceError("the socket was closed")
-        try:
-            sent = os.writev(fd, views[first : first + _IOV_MAX])
-        except BlockingIOError:
-            await trio.lowlevel.wait_writable(sock)
-            waited = True
-            continue
-        except OSError as exc:
-            raise trio.BrokenResourceError(f"socket connection broken: {exc}") from exc
-        while sent:
-            view = views[first]
-            if sent >= len(view):
-                sent -= len(view)
-                first += 1
-            else:
-                views[first] = view[sent:]
-                sent = 0
-    if not waited:
-        await trio.lowlevel.cancel_shielded_checkpoint()
-
-
-_TEXT_HEADERS: Final = [frame_header(Opcode.TEXT, n) for n in range(126)]
-_BINARY_HEADERS: Final = [frame_header(Opcode.BINARY, n) for n in range(126)]
-
-
-def _encode_batch(
-    messages: Iterable[str | bytes | memoryview], *, mask: bool
-) -> list[bytes | memoryview]:
-    """Data frames for ``messages``, ready to write: what ``_coalesce`` makes of
-    ``encode_frame``'s output, in one pass (this runs for every message sent), with the
-    headers of unmasked short frames from a table."""
-    out: list[bytes | memoryview] = []
-    pending: list[bytes | memoryview] = []
-    for message in messages:
-        if isinstance(message, str):
-            payload: bytes | memoryview = message.encode("utf-8")
-            opcode, headers = Opcode.TEXT, _TEXT_HEADERS
-        else:
-            payload = message
-            opcode, headers = Opcode.BINARY, _BINARY_HEADERS
-        size = len(payload)
-        if mask:
-            header, payload = encode_frame(opcode, payload, mask=True)
-        else:
-            header = headers[size] if size < 126 else frame_header(opcode, size)
-        pending.append(header)
-        if size >= _COALESCE_LIMIT:
-            out.append(b"".join(pending))
-            pending = []
-            out.append(payload)
-        else:
-            pending.append(payload)
-    if pending:
-        out.append(b"".join(pending))
-    return out
-
-
-def _coalesce(frames: list[list[bytes | memoryview]]) -> list[bytes | memoryview]:
-    """Join small buffers into one write; keep large payloads as their own writes."""
-    out: list[bytes | memoryview] = []
-    pending: list[bytes | memoryview] = []
-    pending_size = 0
-    for frame in frames:
-        for part in frame:
-            if len(part) >= _COALESCE_LIMIT:
-                if pending:
-                    out.append(b"".join(pending))
-                    pending = []
-                    pending_size = 0
-                out.append(part)
-            else:
-                pending.append(part)
-                pending_size += len(part)
-    if pending:
-        out.append(b"".join(pending) if len(pending) > 1 else pending[0])
-    return out

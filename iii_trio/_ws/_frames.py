@@ -42,6 +42,9 @@ _SENDABLE_CODES: Final = frozenset(
 _DATA_OPCODES: Final = (Opcode.TEXT, Opcode.BINARY)
 _U16: Final = struct.Struct("!H")
 _U64: Final = struct.Struct("!Q")
+#: A frame header's first two bytes and its 16- or 64-bit length, packed in one call.
+_HEADER16: Final = struct.Struct("!BBH")
+_HEADER64: Final = struct.Struct("!BBQ")
 
 
 @final
@@ -104,9 +107,9 @@ def frame_header(
     if length < 126:
         header = bytes((first, mask_bit | length))
     elif length < 1 << 16:
-        header = bytes((first, mask_bit | 126)) + _U16.pack(length)
+        header = _HEADER16.pack(first, mask_bit | 126, length)
     else:
-        header = bytes((first, mask_bit | 127)) + _U64.pack(length)
+        header = _HEADER64.pack(first, mask_bit | 127, length)
     return header + mask_key if mask_key is not None else header
 
 
@@ -127,16 +130,26 @@ def encode_frame(
 #: 1024 frames instead of one per frame. The keys are as unpredictable (RFC 6455 section
 #: 10.3 asks for a strong source of entropy, which this is); only the syscalls are fewer.
 _KEY_POOL_SIZE: Final = 4096
-_key_pool = memoryview(b"")
+_key_pool = b""
+_key_offset = 0
 
 
 def _mask_key() -> bytes:
-    global _key_pool
-    if len(_key_pool) < 4:
-        _key_pool = memoryview(os.urandom(_KEY_POOL_SIZE))
-    key = bytes(_key_pool[:4])
-    _key_pool = _key_pool[4:]
-    return key
+    global _key_pool, _key_offset
+    start = _key_offset
+    if start + 4 > len(_key_pool):
+        _key_pool, start = os.urandom(_KEY_POOL_SIZE), 0
+    _key_offset = start + 4
+    return _key_pool[start : start + 4]
+
+
+def _reset_key_pool() -> None:
+    # A forked child must not use the keys its parent has in its pool.
+    global _key_pool, _key_offset
+    _key_pool, _key_offset = b"", 0
+
+
+os.register_at_fork(after_in_child=_reset_key_pool)
 
 
 #: Frames one fragmented message may span, control frames sent between its fragments
@@ -155,6 +168,9 @@ _OWN_PART: Final = 4096
 _OPCODES: Final = {op.value: op for op in Opcode}
 #: First read size of a fresh receive buffer; it doubles while reads fill it.
 _MIN_READ: Final = 16 * 1024
+#: Read buffers of ``_MIN_READ`` bytes kept for reuse, process-wide, at most (1 MiB).
+_POOL_MAX: Final = 64
+_POOL: list[bytearray] = []
 
 
 @final
@@ -171,7 +187,9 @@ class FrameReader:
     replaced by a bigger one when a frame does not fit (growing at most twice over per read,
     so a peer cannot make us allocate a huge frame's size before sending it), and dropped
     once everything in it was parsed after a small read, so an idle connection holds no
-    buffer.
+    buffer. Dropped buffers of the smallest read size go to a small process-wide pool
+    (:data:`_POOL_MAX` of them at most) that the next small read takes from: a connection
+    that gets one small message at a time does not allocate and zero a buffer per message.
 
     A fragmented message is kept as it arrives in a list of parts: a fragment of at least
     :data:`_OWN_PART` bytes is a part of its own (no copy beyond the one that unmasks it,
@@ -278,7 +296,7 @@ class FrameReader:
             if self._need > grow_to:  # the frame at _start is larger than a read
                 frame_end = pending + max(self._need, size)
                 capacity = min(capacity, frame_end)
-            new = bytearray(capacity)
+            new = _POOL.pop() if capacity == _MIN_READ and _POOL else bytearray(capacity)
             new[:pending] = self._view[self._start : self._end]
             self._view.release()
             self._buf = new
@@ -291,10 +309,13 @@ class FrameReader:
         the connection looks idle (the last read was small) or it grew well past the read
         size for one big frame, so an idle connection holds no buffer."""
         self._start = self._end = 0
-        if self._buf and (
-            self._last_read_size < _MIN_READ or len(self._buf) > 4 * max(self._max_read, _MIN_READ)
+        buf = self._buf
+        if buf and (
+            self._last_read_size < _MIN_READ or len(buf) > 4 * max(self._max_read, _MIN_READ)
         ):
             self._view.release()
+            if len(buf) == _MIN_READ and len(_POOL) < _POOL_MAX:
+                _POOL.append(buf)  # no view of it is left: ours was the only one
             self._buf = bytearray()
             self._view = memoryview(self._buf)
 
@@ -328,6 +349,39 @@ class FrameReader:
         Raises:
             FrameError: the peer broke the protocol; the reader must not be used again.
         """
+        # The common case first, with plain integers: a whole text or binary message in one
+        # frame of less than 64 KiB, masked as expected, no fragmented message pending.
+        # Anything else (or a frame that breaks a rule) takes the general path below.
+        start = self._start
+        available = self._end - start
+        if available >= 4 and self._fragment_opcode is None:
+            buf = self._buf
+            first = buf[start]
+            if first == 0x81 or first == 0x82:
+                second = buf[start + 1]
+                masked = second >> 7
+                length = second & 0x7F
+                offset = 2
+                if length == 126:
+                    length = (buf[start + 2] << 8) | buf[start + 3]
+                    offset = 4
+                if (
+                    second & 0x7F != 127  # (a 64-bit length: the general path)
+                    and bool(masked) == self._expect_masked
+                    and length <= self._max_message_size
+                ):
+                    if masked:
+                        offset += 4
+                    end = start + offset + length
+                    if end <= self._end:
+                        begin = start + offset
+                        self._start = end
+                        view = self._view
+                        if masked:
+                            payload = apply_mask(view[begin:end], bytes(view[begin - 4 : begin]))
+                        else:
+                            payload = bytes(view[begin:end])
+                        return (Opcode.TEXT if first == 0x81 else Opcode.BINARY), payload
         while True:
             buf = self._buf
             start = self._start

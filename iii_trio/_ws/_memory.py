@@ -308,6 +308,22 @@ class MemoryWebSocket(ClosingSocket):
     def trim_receive_buffer(self) -> None:
         pass
 
+    def receive_nowait(self) -> str | bytes | None:
+        """The next message if one is queued and nothing else is pending (see
+        :meth:`WebSocket.receive_nowait`); else None, and :meth:`receive` says what comes."""
+        inbox = self._in
+        if self._receiving or self.close_info is not None or not inbox.items:
+            return None
+        message = inbox.items[0]
+        if isinstance(message, _Oversize):
+            return None
+        inbox.items.popleft()
+        size = len(message)
+        inbox.size -= _MESSAGE_COST + size
+        inbox.wake_writers()
+        self.bytes_received += size
+        return message
+
     async def wait_writable(self) -> None:
         """Wait until the peer's inbox has room.
 

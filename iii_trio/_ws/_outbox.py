@@ -123,6 +123,14 @@ class Outbox:
         """Like :meth:`post`, but refused past the soft ``limit`` too (optional work)."""
         return self._put(text, burst, self._limit)
 
+    def send_nowait(self, text: str, *, burst: bool = False) -> bool:
+        """:meth:`send` when it need not wait: queue (or write) ``text`` if the outbox is open
+        and under its soft ``limit``; False, having done nothing, otherwise (then
+        :meth:`send` waits for room, or raises). ``burst`` as for :meth:`post`."""
+        if self._closed or self._broken:
+            return False
+        return self._put(text, burst, self._limit)
+
     async def send(self, text: str) -> None:
         """Queue a message, waiting while the outbox is over its soft ``limit``. Not a schedule
         point when there is room (messages sent in one scheduler pass share a write).

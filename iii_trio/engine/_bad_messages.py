@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import uuid
+from typing import Final
 
 from .._errors import RemoteProtocolError
-from ..protocol import JSON, Error, ErrorBody, InvocationResult, Message, is_ignored_tag, loads
+from ..protocol import JSON, Error, ErrorBody, InvocationResult, Message, is_ignored_tag, peek
+
+#: The fields of a refused message that can still say whom to answer.
+_SALVAGED: Final = ("type", "invocation_id", "function_id", "action")
 
 
 def answer_bad_message(raw: str | bytes, exc: RemoteProtocolError) -> Message | None:
@@ -13,10 +17,9 @@ def answer_bad_message(raw: str | bytes, exc: RemoteProtocolError) -> Message | 
     names an invocation to answer (so its caller does not wait for ever), else an ``error``
     message; ``None`` for iii message types that are safe to drop (the 0.25.0 observe family).
     """
-    try:
-        obj = loads(raw)
-    except RemoteProtocolError:
-        obj = None
+    # Only its small identifying fields are parsed: the rest may be what failed (a message too
+    # dense to parse, say), and a refused message over 1 MiB is not searched at all.
+    obj: JSON = peek(raw, _SALVAGED)
     if is_ignored_tag(obj):
         return None
     body = ErrorBody(code=exc.hint, message=str(exc))

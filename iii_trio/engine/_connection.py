@@ -25,7 +25,15 @@ import trio
 
 from .._errors import RemoteProtocolError
 from .._ws import ConnectionClosed, MessageSocket, Outbox, WebSocket
-from ..protocol import Message, decode
+from ..protocol import (
+    DENSE_MIN,
+    Message,
+    RelayedInvoke,
+    RelayedResult,
+    check_containers,
+    count_containers,
+    decode_lazy,
+)
 
 logger = logging.getLogger("iii_trio.engine")
 
@@ -34,6 +42,8 @@ _YIELD_EVERY: Final = 8
 #: Bytes queued for others (answers, forwarded calls) before its reader lets others run.
 _YIELD_BYTES: Final = 1024 * 1024
 _TELEMETRY_PREFIXES: Final = (b"OTLP", b"MTRC", b"LOGS")
+#: Characters of a large message counted between two schedule points (~1 ms each).
+_COUNT_SLICE: Final = 1024 * 1024
 #: Seconds a stopping engine spends delivering what is queued and closing one connection.
 GOODBYE_TIMEOUT: Final = 2.0
 
@@ -52,7 +62,7 @@ TRANSITIONS: Final[dict[ConnectionState, frozenset[ConnectionState]]] = {
     ConnectionState.CLOSED: frozenset(),
 }
 
-OnMessage = Callable[[str, Message, bool], int]
+OnMessage = Callable[[str, Message | RelayedInvoke | RelayedResult, bool], int]
 OnBadMessage = Callable[[str, "str | bytes", RemoteProtocolError], None]
 
 
@@ -172,27 +182,34 @@ class WorkerConnection:
 
     async def _read_loop(self, ws: MessageSocket) -> None:
         on_message = self._on_message
+        on_bad_message = self._on_bad_message
         worker_id = self.worker_id
-        unyielded = 0
-        queued = 0
+        receive_nowait = ws.receive_nowait
+        count = queued = 0
         while True:
-            unyielded += 1
-            if unyielded > _YIELD_EVERY or queued > _YIELD_BYTES:
-                # Routing never yields, and a socket read can hold many messages. Yield now
-                # and then (and after heavy work, such as large built-in answers), so that
-                # writers send what is routed so far, other connections are served, and the
-                # next process can start on it while we go on.
-                unyielded = queued = 0
-                await trio.lowlevel.checkpoint()
-            raw = await ws.receive()
-            if isinstance(raw, bytes) and raw[:4] in _TELEMETRY_PREFIXES:
-                continue  # iii telemetry frames (OTLP/MTRC/LOGS): accepted and dropped
-            try:
-                msg = decode(raw)
-            except RemoteProtocolError as exc:
-                self._on_bad_message(worker_id, raw, exc)
-                continue
-            queued += on_message(worker_id, msg, ws.receive_buffered)
+            raw: str | bytes | None = await ws.receive()
+            # Then what the same read brought, without going back to the socket. Routing
+            # never yields, and a read can hold many messages: yield now and then (and after
+            # heavy work, such as large built-in answers), so that writers send what is
+            # routed so far, other connections are served, and the next process can start
+            # on it while we go on.
+            while raw is not None:
+                if isinstance(raw, bytes) and raw[:4] in _TELEMETRY_PREFIXES:
+                    pass  # iii telemetry frames (OTLP/MTRC/LOGS): accepted and dropped
+                else:
+                    try:
+                        if len(raw) > DENSE_MIN:
+                            await _check_structure(raw)
+                        msg = decode_lazy(raw)
+                    except RemoteProtocolError as exc:
+                        on_bad_message(worker_id, raw, exc)
+                    else:
+                        queued += on_message(worker_id, msg, ws.receive_buffered)
+                count += 1
+                if count >= _YIELD_EVERY or queued > _YIELD_BYTES:
+                    await trio.lowlevel.checkpoint()
+                    count = queued = 0
+                raw = receive_nowait()
 
     async def _keepalive(self, ws: WebSocket, interval: float) -> None:
         if await keepalive(ws, interval, self._ping_timeout):
@@ -215,3 +232,19 @@ async def keepalive(ws: WebSocket, interval: float, timeout: float) -> bool:
                 return False  # the reader sees the end of the connection
         if scope.cancelled_caught:
             return True
+
+
+async def _check_structure(raw: str | bytes) -> None:
+    """Count the arrays and objects of a large message before any of it is parsed, a slice at
+    a time with a schedule point between slices, so that a huge one never holds up the other
+    connections (see protocol.check_containers).
+
+    Raises:
+        RemoteProtocolError: the message is too dense to parse.
+    """
+    containers = 0
+    for start in range(0, len(raw), _COUNT_SLICE):
+        if start:
+            await trio.lowlevel.checkpoint()
+        containers += count_containers(raw, start, start + _COUNT_SLICE)
+    check_containers(len(raw), containers)

@@ -42,7 +42,16 @@ from .._ws import (
     open_memory_websocket,
     serve_websockets,
 )
-from ..protocol import JSON, InvokeFunction, Message, encode
+from ..protocol import (
+    JSON,
+    ForwardInvoke,
+    ForwardResult,
+    InvokeFunction,
+    Message,
+    RelayedInvoke,
+    RelayedResult,
+    encode,
+)
 from ._broker import CHANNEL_PATH, ChannelBroker
 from ._config import EngineConfig
 from ._connection import WorkerConnection, keepalive
@@ -350,7 +359,9 @@ class Engine:
             self._deliver(self._router.disconnect(worker_id))
             logger.info("worker %s (%s) disconnected: %s", worker_id, record.name, reason)
 
-    def _on_message(self, worker_id: str, msg: Message, burst: bool) -> int:
+    def _on_message(
+        self, worker_id: str, msg: Message | RelayedInvoke | RelayedResult, burst: bool
+    ) -> int:
         return self._deliver(self._router.receive(worker_id, msg), burst)
 
     def _on_bad_message(self, worker_id: str, raw: str | bytes, exc: RemoteProtocolError) -> None:
@@ -366,7 +377,10 @@ class Engine:
             if conn is None:
                 internal = self._internal.get(target)
                 if internal is not None and not isinstance(item, Drop):
-                    internal(item)  # one of the engine's own services (the HTTP server)
+                    # One of the engine's own services (the HTTP server): the router gives
+                    # them typed messages, never the relay's forward forms.
+                    assert not isinstance(item, ForwardInvoke | ForwardResult), item
+                    internal(item)
                 continue  # it left: the router has answered for it
             if isinstance(item, Drop):
                 conn.drop(item.reason)
@@ -377,7 +391,9 @@ class Engine:
                 logger.exception("could not encode a %s for %s", type(item).__name__, target)
                 continue
             encoded += len(text)
-            if isinstance(item, InvokeFunction) and item.invocation_id is not None:
+            if type(item) is ForwardInvoke or (
+                isinstance(item, InvokeFunction) and item.invocation_id is not None
+            ):
                 if not conn.outbox.offer(text, burst=burst):
                     self._calls_refused += 1
                     self._deliver(self._router.refused(target, item))

@@ -40,31 +40,38 @@ from ..protocol import (
     ActionVoid,
     Error,
     ErrorBody,
+    ForwardInvoke,
+    ForwardResult,
     InvocationResult,
     InvokeFunction,
     Message,
     Ping,
     Pong,
+    RawJSON,
     Reattach,
     RegisterFunction,
     RegisterService,
     RegistrationRejected,
+    RelayedInvoke,
+    RelayedResult,
     UnregisterFunction,
     WorkerRegistered,
-    channel_ids,
-    dumps,
+    forward_call,
+    forward_result,
+    materialize,
     new_uuid,
+    payload_channel_ids,
+    with_caller,
 )
 from ._bad_messages import answer_bad_message
 from ._builtins import BUILTINS, BuiltinCall, BuiltinError, ChannelService
 from ._config import EngineConfig
 from ._invocations import Invocation, InvocationTable, Progress
+from ._registrations import move_to_namespace, register_function
 from ._registry import (
     DEFAULT_NAMESPACE,
     RESERVED_PREFIX,
-    FunctionEntry,
     FunctionRegistry,
-    RegistryLimitExceeded,
 )
 from ._trigger_messages import trigger_message
 from ._triggers import (
@@ -74,7 +81,8 @@ from ._workers import WorkerRecord
 
 logger = logging.getLogger("iii_trio.engine")
 
-_CALLER_KEY: Final = "_caller_worker_id"
+#: The fields of a message that failed to decode that say what to answer.
+_SALVAGED: Final = ("type", "invocation_id", "function_id", "action")
 
 
 @final
@@ -85,7 +93,11 @@ class Drop:
     reason: str
 
 
-Outgoing = tuple[str, Message | Drop]
+Outgoing = tuple[str, Message | ForwardInvoke | ForwardResult | Drop]
+#: A call or a result as it comes in: typed, or in the relay's light form (payloads as JSON
+#: text, see ``protocol.decode_lazy``).
+Call = InvokeFunction | RelayedInvoke
+Result = InvocationResult | RelayedResult
 
 
 @final
@@ -213,14 +225,16 @@ class Router:
 
     # --- messages from workers -------------------------------------------------------------
 
-    def receive(self, worker_id: str, msg: Message) -> list[Outgoing]:
+    def receive(
+        self, worker_id: str, msg: Message | RelayedInvoke | RelayedResult
+    ) -> list[Outgoing]:
         """Route one message from ``worker_id``; returns what to send."""
         record = self._workers.get(worker_id)
         if record is None:
             return []  # the connection is ending: its cleanup answered for it
-        if isinstance(msg, InvokeFunction):
-            out = self._invoke(record, msg)
-        elif isinstance(msg, InvocationResult):
+        if isinstance(msg, RelayedInvoke) or isinstance(msg, InvokeFunction):  # noqa: SIM101
+            out = self._invoke(record, msg)  # (the relay's form first: the common case)
+        elif isinstance(msg, RelayedResult) or isinstance(msg, InvocationResult):  # noqa: SIM101
             out = self._result(record, msg)
         elif isinstance(msg, RegisterFunction):
             out = self._register(record, msg)
@@ -285,105 +299,17 @@ class Router:
     # --- functions -------------------------------------------------------------------------
 
     def _register(self, record: WorkerRecord, msg: RegisterFunction) -> list[Outgoing]:
-        if msg.id.startswith(RESERVED_PREFIX) or not msg.id:
-            return self._reject(record, msg.id, owner="engine")
-        if msg.invocation is not None and self._http_executor is not None:
-            problem = self._check_invocation(msg.invocation)
-            if problem is not None:
-                logger.error(
-                    "worker %s registered HTTP-invoked function %s, refused: %s",
-                    record.worker_id,
-                    msg.id,
-                    problem,
-                )
-                return []
-        elif msg.invocation is not None:
-            logger.warning(
-                "worker %s registered HTTP-invoked function %s; iii_trio does not call HTTP "
-                "endpoints, so calls to it fail with function_not_invokable",
-                record.worker_id,
-                msg.id,
-            )
-        info_size = len(msg.description or "") + sum(
-            len(dumps(value))
-            for value in (msg.metadata, msg.request_format, msg.response_format)
-            if value is not None
-        )
-        entry = FunctionEntry(
-            namespace=record.namespace,
-            function_id=msg.id,
-            worker_id=record.worker_id,
-            description=msg.description,
-            metadata=msg.metadata,
-            request_format=msg.request_format,
-            response_format=msg.response_format,
-            http=msg.invocation is not None,
-            info_size=info_size,
-            invocation=msg.invocation,
-        )
-        try:
-            if info_size > self.config.max_function_info:
-                raise RegistryLimitExceeded(
-                    f"its metadata, description and formats take {info_size} bytes, more than "
-                    f"max_function_info ({self.config.max_function_info})"
-                )
-            conflict = self._functions.register(entry)
-        except RegistryLimitExceeded as exc:
-            logger.warning("refused %s from worker %s: %s", msg.id, record.worker_id, exc)
-            return [
-                (
-                    record.worker_id,
-                    RegistrationRejected(
-                        code=codes.LIMIT_EXCEEDED,
-                        namespace=record.namespace,
-                        function_id=msg.id,
-                        owner_worker_id=record.worker_id,
-                        worker_name=record.name,
-                    ),
-                )
-            ]
-        if conflict is not None:
-            return self._reject(record, msg.id, owner=conflict.worker_id)
-        logger.debug("worker %s registered %s", record.worker_id, msg.id)
-        return []
-
-    def _reject(self, record: WorkerRecord, function_id: str, *, owner: str) -> list[Outgoing]:
-        logger.warning(
-            "refused %s from worker %s: already registered by %s",
-            function_id,
-            record.worker_id,
-            owner,
-        )
-        rejection = RegistrationRejected(
-            code=codes.FUNCTION_NAMESPACE_CONFLICT,
-            namespace=record.namespace,
-            function_id=function_id,
-            owner_worker_id=owner,
-            worker_name=record.name,
-        )
-        return [(record.worker_id, rejection)]
+        check = self._check_invocation if self._http_executor is not None else None
+        return list(register_function(self._functions, self.config, record, msg, check))
 
     def move_to_namespace(self, record: WorkerRecord, namespace: str) -> None:
         """Re-home a worker's functions once it named its namespace (a conflict there loses
         the function, with a warning)."""
-        if namespace == record.namespace:
-            return
-        registry = self._functions
-        owned = registry.owned_by(record.worker_id)
-        record.namespace = namespace
-        for entry in owned:
-            registry.unregister(entry.namespace, entry.function_id, record.worker_id)
-            if registry.register(attrs.evolve(entry, namespace=namespace)) is not None:
-                logger.warning(
-                    "worker %s lost %s when it moved to namespace %s: already registered there",
-                    record.worker_id,
-                    entry.function_id,
-                    namespace,
-                )
+        move_to_namespace(self._functions, record, namespace)
 
     # --- invocations -----------------------------------------------------------------------
 
-    def _invoke(self, caller: WorkerRecord, msg: InvokeFunction) -> list[Outgoing]:
+    def _invoke(self, caller: WorkerRecord, msg: Call) -> list[Outgoing]:
         function_id = msg.function_id
         if isinstance(msg.action, ActionEnqueue):
             return _error_reply(
@@ -394,7 +320,8 @@ class Router:
             )
         if self._shutting_down:
             return _error_reply(caller, msg, codes.ENGINE_SHUTDOWN, "the engine is shutting down")
-        if function_id.startswith(RESERVED_PREFIX):
+        if function_id.startswith(RESERVED_PREFIX) and isinstance(msg, InvokeFunction):
+            # (decode_lazy gives built-in calls, whose data we read, in the typed form.)
             builtin = BUILTINS.get(function_id)
             if builtin is not None:
                 return self._call_builtin(caller, msg, builtin)
@@ -426,8 +353,19 @@ class Router:
         timeout = config.invocation_timeout
         if msg.timeout_ms is not None:
             timeout = min(msg.timeout_ms / 1000, config.max_invocation_timeout)
+        # The relay (no payload objects made) serves a worker's call to a worker's function.
+        relay = executor == entry.worker_id and not caller.internal
+        data: JSON = None
+        metadata: JSON = None
+        if isinstance(msg, InvokeFunction):
+            data, metadata = msg.data, msg.metadata
+        elif not relay:
+            try:
+                data, metadata = materialize(msg.data), materialize(msg.metadata)
+            except RemoteProtocolError as exc:
+                return _error_reply(caller, msg, codes.INVALID_MESSAGE, str(exc))
         now = self._clock()
-        wants_reply = msg.invocation_id is not None and not isinstance(msg.action, ActionVoid)
+        wants_reply = msg.invocation_id is not None and not _is_void(msg)
         target_id = invocations.new_target_id(msg.invocation_id)
         inv = Invocation(
             target_id=target_id,
@@ -442,25 +380,27 @@ class Router:
         )
         invocations.add(inv)
         self._on_deadline(inv.deadline)
-        data = msg.data
-        if isinstance(data, dict) and not caller.internal:
-            data = {**data, _CALLER_KEY: caller.worker_id}
+        if relay and isinstance(msg, RelayedInvoke):
+            return [(executor, forward_call(msg, target_id, caller.worker_id, timeout))]
+        if not caller.internal:
+            # Overrides any the caller sent; the engine's own callers (HTTP requests) add none.
+            data = with_caller(data, caller.worker_id)
         forward = InvokeFunction(
             invocation_id=target_id,
             function_id=function_id,
             data=data,
             traceparent=msg.traceparent,
             baggage=msg.baggage,
-            metadata=msg.metadata,
+            metadata=metadata,
             timeout_ms=int(timeout * 1000),
             namespace=entry.namespace if executor != entry.worker_id else None,
         )
         return [(executor, forward)]
 
-    def _channels_of(self, data: JSON) -> tuple[Progress, ...]:
+    def _channels_of(self, data: JSON | RawJSON) -> tuple[Progress, ...]:
         """The live channels a payload names (the call's deadline follows their progress)."""
         found = []
-        for channel_id in channel_ids(data):
+        for channel_id in payload_channel_ids(data):
             channel = self._channels.progress_of(channel_id)
             if channel is not None:
                 found.append(channel)
@@ -486,7 +426,7 @@ class Router:
             out.append((caller.worker_id, reply))
         return out
 
-    def _result(self, executor: WorkerRecord, msg: InvocationResult) -> list[Outgoing]:
+    def _result(self, executor: WorkerRecord, msg: Result) -> list[Outgoing]:
         inv = self._invocations.complete(msg.invocation_id, executor.worker_id)
         if inv is None:
             logger.debug(
@@ -497,6 +437,30 @@ class Router:
             return []
         if inv.caller_id is None or inv.caller not in self._workers:
             return []
+        if isinstance(msg, RelayedResult):
+            if not self._workers[inv.caller].internal:
+                return [(inv.caller, forward_result(msg, inv.caller_id, inv.function_id))]
+            # The engine's own callers (HTTP requests) work on objects.
+            error = msg.error
+            body = None
+            if error is not None:
+                body = ErrorBody(
+                    code=error.code, message=error.message, stacktrace=error.stacktrace
+                )
+            try:
+                result = materialize(msg.result)
+            except RemoteProtocolError as exc:
+                logger.info("result of %s refused: %s", inv.function_id, exc)
+                result, body = None, ErrorBody(code=codes.INVALID_MESSAGE, message=str(exc))
+            answer = InvocationResult(
+                invocation_id=inv.caller_id,
+                function_id=inv.function_id,
+                result=result,
+                error=body,
+                traceparent=msg.traceparent,
+                baggage=msg.baggage,
+            )
+            return [(inv.caller, answer)]
         answer = InvocationResult(
             invocation_id=inv.caller_id,
             function_id=inv.function_id,
@@ -507,7 +471,7 @@ class Router:
         )
         return [(inv.caller, answer)]
 
-    def refused(self, executor_id: str, msg: InvokeFunction) -> list[Outgoing]:
+    def refused(self, executor_id: str, msg: InvokeFunction | ForwardInvoke) -> list[Outgoing]:
         """The executor's outbox would not take ``msg`` (it is not reading): the call fails at
         once with ``worker_overloaded``."""
         assert msg.invocation_id is not None
@@ -579,8 +543,14 @@ class Router:
         return [(inv.caller, answer)]
 
 
-def _error_reply(caller: WorkerRecord, msg: InvokeFunction, code: str, text: str) -> list[Outgoing]:
-    if msg.invocation_id is None or isinstance(msg.action, ActionVoid):
+def _is_void(msg: Call) -> bool:
+    if isinstance(msg, RelayedInvoke):
+        return msg.void
+    return isinstance(msg.action, ActionVoid)
+
+
+def _error_reply(caller: WorkerRecord, msg: Call, code: str, text: str) -> list[Outgoing]:
+    if msg.invocation_id is None or _is_void(msg):
         logger.info("void call to %s failed: %s: %s", msg.function_id, code, text)
         return []
     error = ErrorBody(code=code, message=text)

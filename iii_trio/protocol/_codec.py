@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any, Final
 
 import cattrs
+import msgspec
 from cattrs.strategies import configure_tagged_union
 
 from .._codes import INVALID_MESSAGE
@@ -294,6 +295,7 @@ def _make_c_encoder() -> Callable[[Any, int], tuple[str, ...]] | None:
 
 
 _c_encode: Final = _make_c_encoder()
+_raw_encoder: Final = msgspec.json.Encoder()
 
 
 def loads(data: str | bytes) -> JSON:
@@ -379,13 +381,53 @@ def unstructure(msg: Message) -> dict[str, JSON]:
     return _converter.unstructure(msg, Message)  # type: ignore[no-any-return]
 
 
-def encode(msg: Message) -> str:
-    """Serialize a message to its wire text.
+def encode(msg: Message | msgspec.Struct) -> str:
+    """Serialize a message to its wire text. A payload kept as JSON text by
+    ``decode_lazy`` (a ``msgspec.Raw``) is written as it came.
 
     Raises:
         LocalProtocolError: a payload field is not JSON-serializable.
     """
+    if isinstance(msg, msgspec.Struct):
+        # The relay's forms (protocol._lazy): their payloads are raw JSON text written as it
+        # came, or values parsed from the wire by the strict parser (nothing to refuse).
+        return _raw_encoder.encode(msg).decode("utf-8")
     return dumps(unstructure(msg))
+
+
+def encode_result(invocation_id: str, function_id: str, result: JSON) -> str:
+    """The wire text of a successful ``invocationresult``: ``encode(InvocationResult(...))``
+    without building the message (a worker answers every call with one).
+
+    Raises:
+        LocalProtocolError: ``result`` is not JSON-serializable.
+    """
+    return dumps(
+        {
+            "invocation_id": invocation_id,
+            "function_id": function_id,
+            "result": result,
+            "type": "invocationresult",
+        }
+    )
+
+
+def encode_call(function_id: str, invocation_id: str, data: JSON, timeout_ms: int | None) -> str:
+    """The wire text of an ``invokefunction`` with no action, traceparent, baggage, metadata
+    or namespace: ``encode(InvokeFunction(...))`` without building the message.
+
+    Raises:
+        LocalProtocolError: ``data`` is not JSON-serializable.
+    """
+    out: dict[str, JSON] = {
+        "function_id": function_id,
+        "invocation_id": invocation_id,
+        "data": data,
+    }
+    if timeout_ms is not None:
+        out["timeout_ms"] = timeout_ms
+    out["type"] = "invokefunction"
+    return dumps(out)
 
 
 def structure_ref(obj: JSON) -> StreamChannelRef:
@@ -467,21 +509,35 @@ _UUID: Final = re.compile(
 )
 
 
+_HYPHENATED_UUID: Final = re.compile(_HYPHENATED)
+
+
 def _is_uuid(value: str) -> bool:
+    # The form every SDK sends first: one simple pattern is cheaper than the alternation.
+    if len(value) == 36 and _HYPHENATED_UUID.fullmatch(value) is not None:
+        return True
     return _UUID.fullmatch(value) is not None
 
 
 def _validate(msg: Message) -> None:
-    if isinstance(msg, InvokeFunction | InvocationResult):
-        if msg.invocation_id is not None and not _is_uuid(msg.invocation_id):
-            raise RemoteProtocolError(f"invocation_id {msg.invocation_id!r} is not a UUID")
-        if not msg.function_id:
-            raise RemoteProtocolError("function_id must not be empty")
-    if (
-        isinstance(msg, InvokeFunction)
-        and msg.timeout_ms is not None
-        and not 0 <= msg.timeout_ms <= MAX_TIMEOUT_MS
-    ):
+    if isinstance(msg, InvokeFunction):
+        validate_fields(msg.invocation_id, msg.function_id, msg.timeout_ms)
+    elif isinstance(msg, InvocationResult):
+        validate_fields(msg.invocation_id, msg.function_id, None)
+
+
+def validate_fields(invocation_id: str | None, function_id: str, timeout_ms: int | None) -> None:
+    """The rules on an invocation's ids and deadline beyond their JSON types.
+
+    Raises:
+        RemoteProtocolError: an id that is not a UUID, an empty function id, or a
+            ``timeout_ms`` out of range.
+    """
+    if invocation_id is not None and not _is_uuid(invocation_id):
+        raise RemoteProtocolError(f"invocation_id {invocation_id!r} is not a UUID")
+    if not function_id:
+        raise RemoteProtocolError("function_id must not be empty")
+    if timeout_ms is not None and not 0 <= timeout_ms <= MAX_TIMEOUT_MS:
         raise RemoteProtocolError(f"timeout_ms must be an integer from 0 to {MAX_TIMEOUT_MS}")
 
 
@@ -500,6 +556,8 @@ __all__ = [
     "decode",
     "dumps",
     "encode",
+    "encode_call",
+    "encode_result",
     "is_channel_ref",
     "is_ignored_tag",
     "loads",

@@ -14,28 +14,69 @@ whenever one of them moves data, so it is never cut off while its bytes flow
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
-from typing import Any, Protocol, final
+from typing import Any, Final, Protocol, final
 
 import attrs
 import trio
 
 from .. import _codes as codes
-from .._errors import IIIError, InvocationTimeout, WorkerDisconnected, invocation_error
-from ..protocol import JSON, Action, ActionEnqueue, ActionVoid, InvocationResult
+from .._errors import (
+    IIIError,
+    InvocationTimeout,
+    RemoteProtocolError,
+    WorkerDisconnected,
+    invocation_error,
+)
+from ..protocol import (
+    JSON,
+    Action,
+    ActionEnqueue,
+    ActionVoid,
+    InvocationResult,
+    RelayedResult,
+    parse_raw,
+)
 
 
 @attrs.define(eq=False)
 class PendingCall:
-    """One call waiting for its answer, on the connection it was sent on."""
+    """One call waiting for its answer, on the connection it was sent on.
+
+    The calling task parks on it directly (one per call, so no ``trio.Event`` and its
+    parking lot are needed): :meth:`wait` until :meth:`set`.
+    """
 
     session: object
-    event: trio.Event = attrs.field(factory=trio.Event)
     result: JSON = None
     error: IIIError | None = None
+    #: The outcome is in (``set`` was called).
+    done: bool = False
+    _task: trio.lowlevel.Task | None = attrs.field(default=None, init=False)
+
+    async def wait(self) -> None:
+        """Wait until :meth:`set` (a checkpoint even if it was set already)."""
+        if self.done:
+            await trio.lowlevel.checkpoint()
+            return
+        self._task = trio.lowlevel.current_task()
+        await trio.lowlevel.wait_task_rescheduled(self._abort)
+
+    def _abort(self, _: trio.lowlevel.RaiseCancelT) -> trio.lowlevel.Abort:
+        self._task = None
+        return trio.lowlevel.Abort.SUCCEEDED
+
+    def set(self) -> None:
+        """The outcome is in: wake the caller."""
+        self.done = True
+        task = self._task
+        if task is not None:
+            self._task = None
+            trio.lowlevel.reschedule(task)
 
     def outcome(self) -> JSON:
-        """The result, once the event is set.
+        """The result, once it is :attr:`done`.
 
         Raises:
             IIIError: the call failed (the most specific ``InvocationError`` subclass).
@@ -60,7 +101,7 @@ class PendingCalls:
     def discard(self, invocation_id: str) -> None:
         self._calls.pop(invocation_id, None)
 
-    def deliver(self, msg: InvocationResult) -> None:
+    def deliver(self, msg: InvocationResult | RelayedResult) -> None:
         """An answer arrived (ignored if nobody waits for it any more)."""
         call = self._calls.get(msg.invocation_id)
         if call is None:
@@ -72,19 +113,24 @@ class PendingCalls:
                 stacktrace=msg.error.stacktrace,
                 function_id=msg.function_id,
             )
+        elif isinstance(msg, RelayedResult):
+            try:
+                call.result = parse_raw(msg.result)
+            except RemoteProtocolError as exc:  # pragma: no cover - relay_form checked it
+                call.error = exc
         else:
             call.result = msg.result
-        call.event.set()
+        call.set()
 
     def fail_session(self, session: object) -> None:
         """The connection ``session`` ended: its calls fail with ``WorkerDisconnected``."""
         for call in self._calls.values():
-            if call.session is session and not call.event.is_set():
+            if call.session is session and not call.done:
                 call.error = WorkerDisconnected(
                     codes.WORKER_DISCONNECTED,
                     "the connection to the engine was lost before the result arrived",
                 )
-                call.event.set()
+                call.set()
 
     def __len__(self) -> int:
         return len(self._calls)
@@ -111,10 +157,12 @@ def to_action(action: Action | str | Mapping[str, Any] | None) -> Action | None:
 
 
 class timeout_as_error:
-    """``fail_after`` that raises :class:`InvocationTimeout` instead of ``TooSlowError``."""
+    """``fail_after`` that raises :class:`InvocationTimeout` instead of ``TooSlowError``
+    (with no deadline at all for an infinite ``seconds``: entering a cancel scope costs a
+    call more than all the rest of its bookkeeping)."""
 
     def __init__(self, seconds: float, function_id: str) -> None:
-        self._scope = trio.move_on_after(seconds)
+        self._scope = _NO_SCOPE if seconds == math.inf else trio.move_on_after(seconds)
         self._seconds = seconds
         self._function_id = function_id
 
@@ -123,9 +171,13 @@ class timeout_as_error:
         return self._scope
 
     def __enter__(self) -> trio.CancelScope:
+        if self._scope is _NO_SCOPE:
+            return self._scope
         return self._scope.__enter__()
 
     def __exit__(self, *exc_info: Any) -> bool:
+        if self._scope is _NO_SCOPE:
+            return False
         suppressed = self._scope.__exit__(*exc_info)
         if self._scope.cancelled_caught:
             raise InvocationTimeout(
@@ -134,6 +186,10 @@ class timeout_as_error:
                 function_id=self._function_id,
             )
         return bool(suppressed)
+
+
+#: Stands for the scope of an infinite timeout: never entered, never cancelled.
+_NO_SCOPE: Final = trio.CancelScope()
 
 
 class Progress(Protocol):

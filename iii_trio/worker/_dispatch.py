@@ -1,6 +1,8 @@
 """Running the invocations the engine sends to this worker.
 
-Each invocation runs as a task in its session's nursery (a lost connection cancels it). The
+Each invocation runs in its session's nursery (a lost connection cancels it), through the
+session's :class:`~._inline.InlineRunner`: without a task of its own if its handler returns
+without waiting, in a task of its own otherwise. The
 handler gets the payload with every channel ref replaced by a live end owned by the
 invocation: closed cleanly when the handler returns, aborted (the peer sees why) when it raises
 or is cancelled. The handler is cancelled at the call's deadline (``timeout_ms``), by the rule
@@ -15,15 +17,25 @@ from __future__ import annotations
 import logging
 import math
 import traceback
+from functools import partial
 from typing import Any, Final
 
 import attrs
 import trio
 
 from .. import _codes as codes
-from .._errors import LocalProtocolError
+from .._errors import LocalProtocolError, RemoteProtocolError
 from .._unwrap import describe
-from ..protocol import JSON, ErrorBody, InvocationResult, InvokeFunction, StreamChannelRef
+from ..protocol import (
+    JSON,
+    ErrorBody,
+    InvocationResult,
+    InvokeFunction,
+    RelayedInvoke,
+    StreamChannelRef,
+    encode_result,
+    parse_raw,
+)
 from ._calls import follow_progress
 from ._channels import ChannelEndpoint, ChannelReader, ChannelWriter
 from ._functions import FunctionSpec
@@ -38,35 +50,104 @@ ABORT_GRACE: Final = 1.0
 ChannelEnd = ChannelReader | ChannelWriter
 
 
-async def run_invocation(
+def submit_invocation(
     session: Session,
-    msg: InvokeFunction,
+    msg: InvokeFunction | RelayedInvoke,
     spec: FunctionSpec | None,
     endpoint: ChannelEndpoint,
 ) -> None:
-    """Run ``msg`` with ``spec``'s handler and send the answer (none for a void call)."""
-    error: ErrorBody | None = None
-    result: Any = None
+    """Run ``msg`` with ``spec``'s handler in the session's runner and send the answer (none
+    for a void call). Must not block (the session's reader calls it)."""
+    data: JSON = None
+    if isinstance(msg, RelayedInvoke):
+        try:
+            data = parse_raw(msg.data)
+        except RemoteProtocolError as exc:  # pragma: no cover - relay_form checked it
+            _answer(session, msg, None, ErrorBody(code=codes.INVALID_MESSAGE, message=str(exc)))
+            return
+    else:
+        data = msg.data
+    timeout = math.inf if msg.timeout_ms is None else msg.timeout_ms / 1000
+    runner = session.runner
+    if spec is not None and contains_ref(data):
+        runner.submit(partial(run_invocation, session, msg, data, spec, endpoint, timeout))
+        return
+    # The common case: no channel ends, so the deadline is fixed. The runner applies it only
+    # if the handler waits (one that returns without waiting cannot be cancelled anyway).
+    runner.submit(
+        partial(_run_plain, session, msg, data, spec),
+        deadline=trio.current_time() + timeout,
+        on_timeout=partial(_past_deadline, msg.function_id),
+    )
+
+
+async def _run_plain(
+    session: Session, msg: InvokeFunction | RelayedInvoke, data: JSON, spec: FunctionSpec | None
+) -> None:
     if spec is None:
         error = ErrorBody(
             code=codes.FUNCTION_NOT_FOUND, message=f"Function '{msg.function_id}' not found"
         )
+        _answer(session, msg, None, error)
+        return
+    try:
+        result = await (spec.handler(data) if spec.is_async else spec.call(data))
+    except Exception as exc:
+        _answer(session, msg, None, _failure(exc))
     else:
-        timeout = math.inf if msg.timeout_ms is None else msg.timeout_ms / 1000
-        with trio.CancelScope() as scope:
-            try:
-                result = await run_handler(spec, msg.data, endpoint, scope=scope, timeout=timeout)
-            except Exception as exc:
-                error = ErrorBody(
-                    code=codes.INVOCATION_FAILED,
-                    message=describe(exc),
-                    stacktrace="".join(traceback.format_exception(exc)),
-                )
-        if scope.cancelled_caught:
-            logger.warning("%s ran past its deadline and was cancelled", msg.function_id)
-            return  # the engine already answered the caller with invocation_timeout
+        _answer(session, msg, result, None)
+
+
+def _past_deadline(function_id: str) -> None:
+    # The engine already answered the caller with invocation_timeout.
+    logger.warning("%s ran past its deadline and was cancelled", function_id)
+
+
+def _failure(exc: Exception) -> ErrorBody:
+    return ErrorBody(
+        code=codes.INVOCATION_FAILED,
+        message=describe(exc),
+        stacktrace="".join(traceback.format_exception(exc)),
+    )
+
+
+async def run_invocation(
+    session: Session,
+    msg: InvokeFunction | RelayedInvoke,
+    data: JSON,
+    spec: FunctionSpec,
+    endpoint: ChannelEndpoint,
+    timeout: float,
+) -> None:
+    """Run ``msg``, whose payload ``data`` holds channel refs, with ``spec``'s handler, and
+    send the answer (none for a void call)."""
+    error: ErrorBody | None = None
+    result: Any = None
+    with trio.CancelScope() as scope:
+        try:
+            result = await run_handler(spec, data, endpoint, scope=scope, timeout=timeout)
+        except Exception as exc:
+            error = _failure(exc)
+    if scope.cancelled_caught:
+        _past_deadline(msg.function_id)
+        return
+    _answer(session, msg, result, error)
+
+
+def _answer(
+    session: Session, msg: InvokeFunction | RelayedInvoke, result: Any, error: ErrorBody | None
+) -> None:
     if msg.invocation_id is None:
         return
+    if error is None:
+        try:
+            text = encode_result(msg.invocation_id, msg.function_id, payload_to_json(result))
+        except LocalProtocolError:
+            pass  # answered below, with the reason
+        else:
+            # More calls of the same burst waiting to run: their answers share one write.
+            session.post_encoded(text, burst=session.runner.backlog)
+            return
     reply = InvocationResult(
         invocation_id=msg.invocation_id,
         function_id=msg.function_id,

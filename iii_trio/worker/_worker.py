@@ -2,8 +2,9 @@
 
 Object tree (each owns the next through a nursery): :class:`Worker` (lives for the
 ``connect_worker`` block; owns channels made with ``create_channel``) → one
-:class:`~._session.Session` per connection (reader and writer tasks) → one task per invocation
-it runs (:mod:`._dispatch`) → that invocation's channel ends. A lost connection cancels its
+:class:`~._session.Session` per connection (reader and writer tasks) → the invocations it runs
+(:mod:`._dispatch`; a task each, unless the handler returns without waiting) → each
+invocation's channel ends. A lost connection cancels its
 session's work and fails every call the worker was waiting for with
 :class:`~iii_trio.WorkerDisconnected`, at once (:mod:`._calls`); the worker then reconnects with
 backoff and replays its registrations, in the order iii's SDKs use.
@@ -44,9 +45,14 @@ from ..protocol import (
     Ping,
     Pong,
     Reattach,
+    RelayedInvoke,
+    RelayedResult,
     UnregisterFunction,
     WorkerRegistered,
     channel_ids,
+    encode,
+    encode_call,
+    new_call_id,
     new_uuid,
 )
 from ..protocol import RegistrationRejected as RegistrationRejectedMessage
@@ -54,7 +60,7 @@ from ._calls import PendingCalls, follow_progress, stalled, timeout_as_error, to
 from ._channel_api import ChannelAPI
 from ._channels import ChannelEndpoint
 from ._connect import backoff, connect_engine
-from ._dispatch import run_invocation
+from ._dispatch import submit_invocation
 from ._functions import FunctionSpec, Handler, make_spec
 from ._http import HttpAPI
 from ._refs import payload_to_json
@@ -325,7 +331,7 @@ class Worker(ChannelAPI, HttpAPI):
             LocalProtocolError: ``payload`` is not JSON-serializable.
             ValueError: ``function_id`` is empty, or ``action`` is unknown.
         """
-        if isinstance(function_id, Mapping):
+        if type(function_id) is not str and isinstance(function_id, Mapping):
             request = function_id
             function_id = request["function_id"]
             payload = request.get("payload")
@@ -348,21 +354,31 @@ class Worker(ChannelAPI, HttpAPI):
             return None
         if channel_ids(data):
             return await self._call_streaming(function_id, data, wire_action, seconds)
-        invocation_id = new_uuid()
-        with timeout_as_error(seconds, function_id):
-            session = await self._wait_session()
-            call = self._calls.add(invocation_id, session)
-            try:
-                await session.send(
-                    InvokeFunction(
-                        invocation_id=invocation_id,
-                        function_id=function_id,
-                        data=data,
-                        action=wire_action,
-                        timeout_ms=None if math.isinf(seconds) else max(int(seconds * 1000), 1),
-                    )
+        invocation_id = new_call_id()
+        timeout_ms = None if math.isinf(seconds) else max(int(seconds * 1000), 1)
+        if wire_action is None:
+            text = encode_call(function_id, invocation_id, data, timeout_ms)
+        else:
+            text = encode(
+                InvokeFunction(
+                    invocation_id=invocation_id,
+                    function_id=function_id,
+                    data=data,
+                    action=wire_action,
+                    timeout_ms=timeout_ms,
                 )
-                await call.event.wait()
+            )
+        with timeout_as_error(seconds, function_id):
+            current = self._session
+            if current is None:
+                current = await self._wait_session()
+            call = self._calls.add(invocation_id, current)
+            try:
+                # With other calls in flight, more sends are likely in this same pass of the
+                # scheduler (their answers come in bursts): queue, to share one write.
+                if not current.outbox.send_nowait(text, burst=len(self._calls) > 1):
+                    await current.send_encoded(text)  # waits for room, or says why not
+                await call.wait()
             finally:
                 self._calls.discard(invocation_id)
         return call.outcome()
@@ -395,7 +411,7 @@ class Worker(ChannelAPI, HttpAPI):
                             timeout_ms=None if math.isinf(seconds) else max(int(seconds * 1000), 1),
                         )
                     )
-                    await call.event.wait()
+                    await call.wait()
                     nursery.cancel_scope.cancel()
         finally:
             self._calls.discard(invocation_id)
@@ -512,13 +528,13 @@ class Worker(ChannelAPI, HttpAPI):
             await self._session_changed.wait()
         return self._session
 
-    def _on_message(self, session: Session, msg: Message) -> None:
+    def _on_message(self, session: Session, msg: Message | RelayedInvoke | RelayedResult) -> None:
         """One message from the engine (the session's reader; must not block)."""
-        if isinstance(msg, InvocationResult):
+        if isinstance(msg, RelayedResult | InvocationResult):
             self._calls.deliver(msg)
-        elif isinstance(msg, InvokeFunction):
+        elif isinstance(msg, RelayedInvoke | InvokeFunction):
             spec = self.functions.get(msg.function_id)
-            session.nursery.start_soon(run_invocation, session, msg, spec, self._endpoint)
+            submit_invocation(session, msg, spec, self._endpoint)
         elif isinstance(msg, WorkerRegistered):
             self.worker_id = msg.worker_id
             if msg.reattach_token:

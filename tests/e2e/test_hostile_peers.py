@@ -5,6 +5,7 @@ messages, and an engine at its file-descriptor limit (in a child process)."""
 from __future__ import annotations
 
 import base64
+import json
 import os
 import subprocess
 import sys
@@ -33,7 +34,7 @@ from iii_trio.protocol import (
     Pong,
     RegisterFunction,
 )
-from tests.helpers import new_id
+from tests.helpers import RawClient, new_id
 
 # --- fragment floods --------------------------------------------------------------------------
 
@@ -209,6 +210,136 @@ async def test_absurd_buffer_size_is_clamped(iii_engine, raw) -> None:
             assert set(result.result) == {"writer", "reader"}
         await caller.send(Ping())
         assert isinstance(await caller.expect(Pong), Pong)
+
+
+# --- parse bombs (issue 14) ------------------------------------------------------------------
+
+BOMB_BYTES = 8 * 1024 * 1024  # 27x this in Python objects, and ~1.4 s of parsing, before
+
+
+def _bomb(size: int) -> str:
+    """``[[],[],...]``: one empty list per 3 bytes, the densest JSON there is."""
+    return "[" + "[]," * (size // 3) + "[]]"
+
+
+BOMBS = {
+    # Where the engine would never parse it anyway (skipped unparsed), in a field it stores,
+    # and in a call's payload, which it relays as text: refused before any parsing each time.
+    "unknown-field": lambda: '{"type":"ping","x":' + _bomb(BOMB_BYTES) + "}",
+    "metadata": lambda: (
+        '{"type":"registerfunction","id":"bomb::f","metadata":' + _bomb(BOMB_BYTES) + "}"
+    ),
+    "call-data": lambda: (
+        '{"type":"invokefunction","function_id":"good::echo","invocation_id":"'
+        + new_id()
+        + '","data":'
+        + _bomb(BOMB_BYTES)
+        + "}"
+    ),
+}
+
+
+def _peak_rss_mib() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+@pytest.mark.parametrize("where", list(BOMBS))
+async def test_parse_bombs_are_refused_while_others_are_served(where: str) -> None:
+    bomb = BOMBS[where]()
+    async with (
+        iii_trio.open_engine(port=0) as engine,
+        iii_trio.connect_worker(engine.url, name="server") as server,
+        iii_trio.connect_worker(engine.url, name="client") as client,
+    ):
+        server.register_function("good::echo", lambda p: p["n"])
+        await engine.wait_function("good::echo")
+        attacker = await RawClient.connect(engine.url)
+        latencies: list[float] = []
+        answered = trio.Event()
+        peak_before = _peak_rss_mib()
+
+        async def attack() -> None:
+            await attacker.send(bomb)
+            # An error message (a refused message over 1 MiB is not searched for a call id).
+            body = (await attacker.expect(Error)).error
+            assert body is not None and body.code == "invalid_message"
+            assert "too dense" in body.message
+            answered.set()
+
+        async def call_meanwhile() -> None:
+            n = 0
+            while not answered.is_set() or n < 3:
+                start = trio.current_time()
+                with trio.fail_after(2):  # every single call is served within this
+                    assert await client.trigger("good::echo", {"n": n}) == n
+                latencies.append(trio.current_time() - start)
+                n += 1
+
+        with trio.fail_after(30):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(attack)
+                nursery.start_soon(call_meanwhile)
+            # The attacker's connection still works, and nothing of the bomb was kept.
+            await attacker.send(Ping())
+            assert isinstance(await attacker.expect(Pong), Pong)
+        await attacker.aclose()
+        assert engine.statistics().functions == 1
+        # The engine runs in this process: its peak grew by a few copies of the message at
+        # most (the bomb would have taken 27 times its size once parsed).
+        assert _peak_rss_mib() - peak_before < 12 * BOMB_BYTES / 2**20
+
+
+async def test_a_dense_call_under_1_mib_gets_an_error_result(iii_engine, raw) -> None:
+    caller = await raw()
+    call_id = new_id()
+    with trio.fail_after(10):
+        await caller.send(
+            '{"type":"invokefunction","function_id":"good::echo","invocation_id":"'
+            + call_id
+            + '","data":'
+            + _bomb(256 * 1024)
+            + "}"
+        )
+        result = await caller.expect(InvocationResult)
+    assert result.invocation_id == call_id
+    assert result.error is not None and result.error.code == "invalid_message"
+    assert "too dense" in result.error.message
+
+
+async def test_dense_data_is_data_not_a_bomb(iii_engine, raw) -> None:
+    """An array of numbers is as dense as JSON gets short of a bomb. Sent the ways the engine
+    does not relay as text (a void call; metadata; a payload naming a number that looks out
+    of range), it reaches the function whole."""
+    numbers = list(range(100_000))  # ~590 KB of JSON, one value per 6 bytes
+    send, received = trio.open_memory_channel[list[int]](10)
+    async with iii_trio.connect_worker(iii_engine.url, name="server") as server:
+
+        async def take(payload: dict[str, object]) -> int:
+            value = payload["n"]
+            assert isinstance(value, list)
+            await send.send(value)
+            return len(value)
+
+        server.register_function("data::take", take)
+        await iii_engine.wait_function("data::take")
+        with trio.fail_after(10):
+            await server.trigger("data::take", {"n": numbers}, action="void")
+            assert await received.receive() == numbers
+            caller = await raw()
+            call_id = new_id()
+            data = json.dumps({"n": numbers, "note": "not a number: 1e999"})
+            await caller.send(
+                '{"type":"invokefunction","function_id":"data::take","invocation_id":"'
+                + call_id
+                + '","metadata":{"tags":[1,2,3]},"data":'
+                + data
+                + "}"
+            )
+            result = await caller.expect(InvocationResult)
+            assert result.error is None and result.result == len(numbers)
+            assert await received.receive() == numbers
 
 
 # --- out of file descriptors -------------------------------------------------------------------

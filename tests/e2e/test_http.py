@@ -85,6 +85,28 @@ async def test_json_route_params_and_status(engine) -> None:
             assert header(response, "access-control-allow-origin") == "*"
 
 
+async def test_a_result_too_dense_to_answer_gets_a_500_and_the_worker_lives(engine) -> None:
+    """The engine parses a JSON route's result to answer HTTP: one over 1 MiB holding a value
+    per 3 bytes is refused (docs/security.md), the client gets an error envelope, and the
+    worker's connection is untouched."""
+    async with connect_worker(engine.url) as worker:
+
+        async def dense(data: dict[str, Any]) -> Any:
+            size = int(data["query_params"]["n"])
+            return {"body": [1] * size}
+
+        worker.register_function("api::dense", dense)
+        worker.register_trigger("http", "api::dense", {"api_path": "/dense"})
+        await _bind(engine, worker, 1)
+        with trio.fail_after(20):
+            response, body = await fetch(engine.http_url, "GET", f"/dense?n={MiB}")
+            assert response.status_code == 500
+            error = json.loads(body)["error"]
+            assert error["code"] == "invalid_message" and "too dense" in error["message"]
+            response, body = await fetch(engine.http_url, "GET", "/dense?n=100000")
+            assert response.status_code == 200 and json.loads(body) == [1] * 100_000
+
+
 async def test_json_body_and_error_envelope(engine) -> None:
     async with connect_worker(engine.url) as worker:
 
