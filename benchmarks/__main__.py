@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--quick", action="store_true", help="small sizes (about a minute)")
     parser.add_argument(
-        "--only", default="", help="comma-separated benchmarks: 1, 2, 3, 4, 5 (5a and 5b)"
+        "--only", default="", help="comma-separated benchmarks: 1, 2, 3, 4, 5 (5a and 5b), 6 (HTTP)"
     )
     parser.add_argument("--reps", type=int, help="repetitions per measurement (default 3)")
     parser.add_argument("--size-mib", type=int, help="bytes per transfer for 1 and 2, in MiB")
