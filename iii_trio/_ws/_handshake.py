@@ -170,8 +170,9 @@ def reject_events(
     return [response, h11.Data(data=payload), h11.EndOfMessage()]
 
 
-#: ``name=value`` pairs, as in a query string (or the repr of one in an h11 error message).
-_PARAM: Final = re.compile(r"(?<![\w%.+-])([\w%.+-]+)=([^&\s#]*)")
+#: ``name=value`` pairs, as in a query string (or the repr of one in an h11 error message),
+#: separated by ``&`` or by the ``;`` some clients use.
+_PARAM: Final = re.compile(r"(?<![\w%.+-])([\w%.+-]+)=([^&;\s#]*)")
 #: Query parameters that carry secrets: the engine token and channel access keys.
 _SECRET_PARAMS: Final = frozenset({"token", "key"})
 #: Credentials in headers: an ``Authorization`` (or ``Proxy-Authorization``) value, to the
@@ -191,7 +192,7 @@ def redact(text: str) -> str:
     """``text`` (a request target, or an error message quoting part of a request) with the
     values of ``token`` and ``key`` parameters and of ``Authorization`` headers replaced by
     ``<redacted>``, for logs and error answers. Errs on the side of hiding too much: a value
-    runs to the next ``&``, whitespace or ``#`` (and a header's to the end of its line)."""
+    runs to the next ``&``, ``;``, whitespace or ``#`` (and a header's to the end of its line)."""
     if "=" in text:
         text = _PARAM.sub(_redact_param, text)
     return _SECRET_HEADER.sub(lambda m: f"{m[1] or m[2]}{REDACTED}", text)

@@ -3,6 +3,7 @@ SDK as handlers, and an h11 client (tests/http_client.py) that streams and check
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -105,6 +106,36 @@ async def test_a_result_too_dense_to_answer_gets_a_500_and_the_worker_lives(engi
             assert error["code"] == "invalid_message" and "too dense" in error["message"]
             response, body = await fetch(engine.http_url, "GET", "/dense?n=100000")
             assert response.status_code == 200 and json.loads(body) == [1] * 100_000
+
+
+async def test_a_full_channel_table_answers_503_and_requests_recover() -> None:
+    # Every routed request needs two channels. When a worker holds all the engine may have
+    # (max_channels), a request gets a 503 it can retry, never a connection cut without an
+    # answer; once channels end, requests are served again.
+    async with open_engine(port=0, http_port=0, max_channels=3) as engine:
+        async with connect_worker(engine.url) as worker:
+            worker.register_function("api::hi", lambda data: {"status_code": 200, "body": "hi"})
+            worker.register_trigger("http", "api::hi", {"api_path": "/hi"})
+            await _bind(engine, worker, 1)
+            with trio.fail_after(10):
+                async with contextlib.AsyncExitStack() as held:
+                    for _ in range(3):  # both ends in use, so the block's end ends them
+                        channel = await held.enter_async_context(worker.open_channel())
+                        await channel.writer.send_all(b"x")
+                        assert await channel.reader.receive_some() == b"x"
+                    with pytest.raises(iii_trio.InvocationError, match="max_channels"):
+                        await worker.create_channel()
+                    for _ in range(2):  # and the connection serves the next request too
+                        response, body = await fetch(engine.http_url, "GET", "/hi")
+                        assert response.status_code == 503
+                        assert header(response, "retry-after") == "1"
+                        error = json.loads(body)["error"]
+                        assert error["code"] == "CHANNEL_LIMIT", error
+                        assert "max_channels" in error["message"]
+                    assert engine.statistics().channels == 3  # the refusal held none
+                await engine.wait_until(lambda e: e.statistics().channels == 0)
+                response, body = await fetch(engine.http_url, "GET", "/hi")
+                assert response.status_code == 200 and body == b"hi"
 
 
 async def test_json_body_and_error_envelope(engine) -> None:
