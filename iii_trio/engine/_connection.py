@@ -18,12 +18,14 @@ from __future__ import annotations
 
 import enum
 import logging
+import random
 from collections.abc import Callable
 from typing import Final, final
 
 import trio
 
 from .._errors import RemoteProtocolError
+from .._log_budget import WarningBudget
 from .._ws import ConnectionClosed, MessageSocket, Outbox, WebSocket
 from ..protocol import (
     DENSE_MIN,
@@ -80,6 +82,8 @@ class WorkerConnection:
             decode; must not block.
         ping_interval: seconds between keepalive pings (``None``: no keepalive).
         ping_timeout: seconds a pong may take before the worker is dropped.
+        drop_warnings: where the WARNING for a drop goes (the engine shares one budget
+            among its connections; default: one of this connection's own).
     """
 
     def __init__(
@@ -92,6 +96,7 @@ class WorkerConnection:
         on_bad_message: OnBadMessage,
         ping_interval: float | None,
         ping_timeout: float,
+        drop_warnings: WarningBudget | None = None,
     ) -> None:
         self.worker_id = worker_id
         self.ws = ws
@@ -100,6 +105,7 @@ class WorkerConnection:
         self._on_bad_message = on_bad_message
         self._ping_interval = ping_interval
         self._ping_timeout = ping_timeout
+        self._drop_warnings = drop_warnings or WarningBudget(logger)
         self.state = ConnectionState.OPEN
         #: Why the engine ended the connection, if it did (for the log).
         self.end_reason: str | None = None
@@ -133,7 +139,7 @@ class WorkerConnection:
         self._dropped = True
         self.end_reason = reason
         self.outbox.close()
-        logger.warning("dropping worker %s: %s", self.worker_id, reason)
+        self._drop_warnings.warning("dropping worker %s: %s", self.worker_id, reason)
         self._scope.cancel()
         return True
 
@@ -220,10 +226,16 @@ class WorkerConnection:
 async def keepalive(ws: WebSocket, interval: float, timeout: float) -> bool:
     """Ping ``ws`` every ``interval`` seconds until a pong takes longer than ``timeout`` (a
     peer that does not read cannot answer, and a stopped process neither): then return True.
-    False if the connection ended first. Another task must be reading ``ws``."""
+    False if the connection ended first. Another task must be reading ``ws``.
+
+    The first ping comes after a random part (half to all) of ``interval``: connections made
+    together (a reconnecting fleet, a flood) are then pinged, and dropped, spread over time
+    instead of all in one pass of the event loop."""
     count = 0
+    period = interval * (0.5 + random.random() / 2)
     while True:
-        await trio.sleep(interval)  # sleep-ok: the keepalive period
+        await trio.sleep(period)  # sleep-ok: the keepalive period
+        period = interval
         count += 1
         with trio.move_on_after(timeout) as scope:
             try:

@@ -30,6 +30,7 @@ import trio
 import trio.testing
 
 from .._errors import LocalProtocolError, RemoteProtocolError
+from .._log_budget import WarningBudget
 from .._ws import (
     Accept,
     ConnectionClosed,
@@ -104,6 +105,10 @@ class Engine:
         #: Upgraded sockets of every kind being served, and upgrades refused at the limit.
         self._sockets = 0
         self._connections_refused = 0
+        #: Log lines rationed per engine: anyone can make token refusals, and thousands
+        #: of workers can be dropped at once (one keepalive round).
+        self._token_refusals = WarningBudget(logger)
+        self._drop_warnings = WarningBudget(logger)
         self._slow_consumers = 0
         self._unresponsive = 0
         self._outbox_peak = 0
@@ -270,7 +275,9 @@ class Engine:
 
     def _route(self, request: HandshakeRequest, peer: str) -> Accept | Reject:
         if not self._authorized(request):
-            logger.warning("refused %s from %s: missing or wrong token", request.path, peer)
+            self._token_refusals.warning(
+                "refused %s from %s: missing or wrong token", request.path, peer
+            )
             return Reject(
                 401,
                 "this engine needs 'Authorization: Bearer <token>'\n",
@@ -343,6 +350,7 @@ class Engine:
             on_bad_message=self._on_bad_message,
             ping_interval=config.ping_interval,
             ping_timeout=config.ping_timeout,
+            drop_warnings=self._drop_warnings,
         )
         self._connections[worker_id] = conn
         logger.info("worker %s connected from %s", worker_id, peer)

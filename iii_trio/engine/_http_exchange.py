@@ -199,12 +199,14 @@ def json_response(status: int, body: JSON, headers: Headers | None = None) -> Re
     return Response(status, [*_JSON_HEADERS, *extra], _json_bytes(body))
 
 
-def error_response(status: int, code: str, message: str) -> Response:
+def error_response(
+    status: int, code: str, message: str, headers: Headers | None = None
+) -> Response:
     """iii's error envelope; a 5xx carries an ``error_id`` to find the log line by."""
     error: dict[str, JSON] = {"code": code, "message": message}
     if status >= 500:
         error["error_id"] = error_id()
-    return json_response(status, {"error": error})
+    return json_response(status, {"error": error}, headers)
 
 
 def error_id() -> str:
@@ -293,3 +295,37 @@ def merge_headers(current: Headers, update: Headers) -> Headers:
     """``update`` replaces the headers of the same names (any case) in ``current``."""
     names = {name.lower() for name, _ in update}
     return [h for h in current if h[0].lower() not in names] + update
+
+
+def is_preflight(headers: dict[str, str]) -> bool:
+    """A CORS preflight request (``OPTIONS`` with ``Origin`` and the method it asks for)."""
+    return "origin" in headers and "access-control-request-method" in headers
+
+
+def preflight_response(headers: dict[str, str]) -> Response:
+    """A permissive CORS preflight answer (iii's default when no ``cors`` is configured)."""
+    return empty_response(
+        200,
+        [
+            ("access-control-allow-methods", headers.get("access-control-request-method", "*")),
+            ("access-control-allow-headers", headers.get("access-control-request-headers", "*")),
+            ("access-control-max-age", "600"),
+            ("vary", "origin, access-control-request-method, access-control-request-headers"),
+        ],
+    )
+
+
+def channel_id_of(refs: dict[str, JSON]) -> str:
+    """The channel id in iii's ``{"writer": ref, "reader": ref}``."""
+    writer = refs["writer"]
+    assert isinstance(writer, dict)
+    channel_id = writer["channel_id"]
+    assert isinstance(channel_id, str)
+    return channel_id
+
+
+def end_ref(refs: dict[str, JSON], end: str) -> dict[str, JSON]:
+    """The ref of one end (``"writer"`` or ``"reader"``) in iii's channel refs."""
+    ref = refs[end]
+    assert isinstance(ref, dict)
+    return ref

@@ -43,6 +43,7 @@ import h11
 import trio
 
 from .. import _codes as codes
+from .._log_budget import WarningBudget
 from .._ws import ConnectionClosed, MessageSocket
 from .._ws._handshake import MAX_REQUEST_HEAD, redact
 from .._ws._server import (
@@ -52,6 +53,7 @@ from .._ws._server import (
 )
 from ..protocol import JSON
 from . import _http_exchange as ex
+from ._builtins import ChannelLimitExceeded
 from ._config import EngineConfig
 from ._http_answer import Answer, failure_response, too_large_response
 from ._http_exchange import Headers, Response
@@ -86,6 +88,8 @@ class HttpGateway:
         writer_attached: whether a channel's write end ever attached.
         open_end: attaches the server in-process to one end of a channel.
         requests: limits the requests served at once.
+        channel_refusals: the WARNING lines for requests refused at ``max_channels``
+            (rationed: a full channel table refuses every request).
     """
 
     config: EngineConfig
@@ -96,6 +100,7 @@ class HttpGateway:
     open_end: OpenEnd
     requests: trio.Semaphore
     served: int = 0
+    channel_refusals: WarningBudget = attrs.field(factory=lambda: WarningBudget(logger))
 
 
 def _peer_name(stream: trio.SocketStream) -> str:
@@ -232,8 +237,8 @@ class _Conn:
         self.head_only = method == "HEAD"
         self.origin = self.config.http_cors and "origin" in headers
         routes = self.gateway.triggers.routes
-        if method == "OPTIONS" and self.config.http_cors and _is_preflight(headers):
-            await self.send_whole(_preflight(headers))
+        if method == "OPTIONS" and self.config.http_cors and ex.is_preflight(headers):
+            await self.send_whole(ex.preflight_response(headers))
             return
         found = routes.match(method, path)
         if isinstance(found, WrongMethod) and method == "HEAD":
@@ -292,12 +297,28 @@ class _Conn:
                 await self._finish_unrouted(respond)
                 return
         gateway = self.gateway
-        request_refs, response_refs = gateway.create_channel(), gateway.create_channel()
-        channel_ids = [_channel_id(request_refs), _channel_id(response_refs)]
+        try:
+            request_refs = gateway.create_channel()
+            try:
+                response_refs = gateway.create_channel()
+            except ChannelLimitExceeded:
+                gateway.release_channel(ex.channel_id_of(request_refs))
+                raise
+        except ChannelLimitExceeded as exc:
+            # The engine holds as many channels as it may: this request waits for none of
+            # them to end (that can take channel_ttl), the client is told to come back.
+            gateway.channel_refusals.warning("HTTP request refused with 503: %s", exc)
+            await self._finish_unrouted(
+                ex.error_response(
+                    503, "CHANNEL_LIMIT", f"the engine is busy: {exc}", [("Retry-After", "1")]
+                )
+            )
+            return
+        channel_ids = [ex.channel_id_of(request_refs), ex.channel_id_of(response_refs)]
         try:
             async with trio.open_nursery() as nursery:
-                body_ws = await gateway.open_end(_ref(request_refs, "writer"), nursery)
-                response_ws = await gateway.open_end(_ref(response_refs, "reader"), nursery)
+                body_ws = await gateway.open_end(ex.end_ref(request_refs, "writer"), nursery)
+                response_ws = await gateway.open_end(ex.end_ref(response_refs, "reader"), nursery)
                 try:
                     await self._exchange(
                         route,
@@ -350,8 +371,8 @@ class _Conn:
             query=query,
             headers=headers,
             body=body,
-            request_body=_ref(request_refs, "reader"),
-            response=_ref(response_refs, "writer"),
+            request_body=ex.end_ref(request_refs, "reader"),
+            response=ex.end_ref(response_refs, "writer"),
         )
         timeout = self.config.http_request_timeout
         if route.condition is not None:
@@ -368,7 +389,7 @@ class _Conn:
         async with trio.open_nursery() as nursery:
             if streamed:
                 nursery.start_soon(self._pump_body, body_ws)
-            answer = Answer(self, response_ws, _channel_id(response_refs), timeout)
+            answer = Answer(self, response_ws, ex.channel_id_of(response_refs), timeout)
             pending = self.gateway.triggers.call(
                 route.function_id, data, timeout=timeout, metadata=route.metadata
             )
@@ -514,40 +535,9 @@ def _content_length(request: h11.Request) -> int | None:
     return None
 
 
-def _is_preflight(headers: dict[str, str]) -> bool:
-    return "origin" in headers and "access-control-request-method" in headers
-
-
-def _preflight(headers: dict[str, str]) -> Response:
-    """A permissive CORS preflight answer (iii's default when no ``cors`` is configured)."""
-    return ex.empty_response(
-        200,
-        [
-            ("access-control-allow-methods", headers.get("access-control-request-method", "*")),
-            ("access-control-allow-headers", headers.get("access-control-request-headers", "*")),
-            ("access-control-max-age", "600"),
-            ("vary", "origin, access-control-request-method, access-control-request-headers"),
-        ],
-    )
-
-
 def _release_all(gateway: HttpGateway, channel_ids: list[str]) -> None:
     for channel_id in channel_ids:
         gateway.release_channel(channel_id)
-
-
-def _channel_id(refs: dict[str, JSON]) -> str:
-    writer = refs["writer"]
-    assert isinstance(writer, dict)
-    channel_id = writer["channel_id"]
-    assert isinstance(channel_id, str)
-    return channel_id
-
-
-def _ref(refs: dict[str, JSON], end: str) -> dict[str, JSON]:
-    ref = refs[end]
-    assert isinstance(ref, dict)
-    return ref
 
 
 async def serve_http(

@@ -34,6 +34,7 @@ import attrs
 
 from .. import _codes as codes
 from .._errors import RemoteProtocolError
+from .._log_budget import WarningBudget
 from ..protocol import (
     JSON,
     ActionEnqueue,
@@ -134,6 +135,8 @@ class Router:
         #: The internal worker that calls HTTP-invoked functions, and its URL check.
         self._http_executor: str | None = None
         self._check_invocation: Callable[[JSON], str | None] = lambda invocation: None
+        #: A peer can send bad messages without end: their log lines are rationed.
+        self._bad_message_warnings = WarningBudget(logger)
 
     # --- the tables (read-only views for built-ins, statistics and tests) -----------------
 
@@ -273,7 +276,7 @@ class Router:
         record = self._workers.get(worker_id)
         if record is not None:
             record.bad_messages += 1
-        logger.warning("bad message from worker %s: %s", worker_id, exc)
+        self._bad_message_warnings.warning("bad message from worker %s: %s", worker_id, exc)
         return [(worker_id, answer)]
 
     def _reattach(self, record: WorkerRecord, msg: Reattach) -> list[Outgoing]:
