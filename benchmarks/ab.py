@@ -4,8 +4,14 @@ Engine A runs from the checkout ``DIR`` (e.g. ``git worktree add /tmp/base <comm
 engine B from this one. With ``--peers own`` (the default) both get the same iii_trio SDK
 peers (this checkout's), which measures the engine alone; with ``--peers each`` side A's
 peers run from ``DIR`` too, which measures SDK and engine together (what benchmark 3 sees).
-The runs alternate A, B, A, B, ... so that a machine whose speed drifts affects both alike,
-and the median of each side is printed with every repetition's value.
+
+Each side first runs one unmeasured warm-up. Then the repetitions come in pairs, A before B in
+even pairs and B before A in odd ones, so that a machine whose speed drifts, and whichever side
+goes first, affect both alike. Printed: the median of each side with every repetition's value,
+then B/A of each pair and their geometric mean with an approximate 95% interval (mean of the
+log ratios ± 2 standard errors). On a shared 2-core machine one pair varies by about ±10%:
+seven pairs cannot resolve a 5% effect, a hundred resolve about 2%; read the interval, not the
+medians.
 
 Modes: ``--mode 65536`` or any chunk size (a channel transfer of ``--size-mib``; prints MB/s
 and engine CPU ms/MB), or ``--mode calls`` (20,000 calls at 64 in flight, then 2,000 one at a
@@ -15,19 +21,46 @@ time; prints calls/s, engine CPU µs per call and p50).
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 import time
 from pathlib import Path
 
-from ._harness import ROOT, Group, cpu_seconds, start_engine
+from ._harness import ROOT, Child, Group, cpu_seconds, start_engine
 from ._suite import start_sdk_pair
+
+#: One repetition: rate (calls/s or MB/s), engine CPU (µs/call or ms/MB), p50 µs (calls).
+Sample = tuple[float, float, float]
+
+
+def _measure(engine: Child, client: Child, mode: str, size_mib: int) -> Sample:
+    cpu0, t0 = cpu_seconds(engine.pid), time.monotonic()
+    if mode == "calls":
+        n = 20_000
+        thr = client.request({"cmd": "throughput", "n": n, "inflight": 64}, 300)
+        lat = client.request({"cmd": "latency", "n": 2000, "warmup": 100}, 300)
+        return thr["rate"], (cpu_seconds(engine.pid) - cpu0) * 1e6 / (n + 2100), lat["p50_us"]
+    size = size_mib * 1024 * 1024
+    cmd = {"cmd": "transfer", "fn": "bench::sink", "size": size, "chunk": int(mode)}
+    client.request({**cmd, "timeout": 300}, 310)
+    mb = size / 1e6
+    return mb / (time.monotonic() - t0), (cpu_seconds(engine.pid) - cpu0) * 1000 / mb, 0.0
+
+
+def geometric_interval(ratios: list[float]) -> tuple[float, float, float]:
+    """The geometric mean of ``ratios`` and its approximate 95% interval (±2 standard errors
+    of the mean log ratio; the interval is the mean itself for fewer than two ratios)."""
+    logs = [math.log(r) for r in ratios]
+    mean = statistics.fmean(logs)
+    se = statistics.stdev(logs) / math.sqrt(len(logs)) if len(logs) > 1 else 0.0
+    return math.exp(mean), math.exp(mean - 2 * se), math.exp(mean + 2 * se)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--base", type=Path, required=True, help="checkout of engine A")
     parser.add_argument("--mode", default="65536", help="chunk size in bytes, or 'calls'")
-    parser.add_argument("--reps", type=int, default=9)
+    parser.add_argument("--reps", type=int, default=9, help="pairs of measured repetitions")
     parser.add_argument("--size-mib", type=int, default=256)
     parser.add_argument(
         "--peers",
@@ -38,7 +71,9 @@ def main() -> None:
     args = parser.parse_args()
     if not (args.base / "iii_trio").is_dir():
         parser.error(f"{args.base} is not an iii_trio checkout")
-    results: dict[str, list[tuple[float, float, float]]] = {"A": [], "B": []}
+    if args.mode != "calls" and not args.mode.isdigit():
+        parser.error(f"--mode: a chunk size in bytes or 'calls', not {args.mode!r}")
+    results: dict[str, list[Sample]] = {"A": [], "B": []}
     with Group() as group:
         sides = {}
         for name, root in (("A", args.base.resolve()), ("B", ROOT)):
@@ -47,29 +82,11 @@ def main() -> None:
                 group, "trio", url, root=root if args.peers == "each" else ROOT
             )
             sides[name] = (engine, client)
-        for _ in range(args.reps):
-            for name, (engine, client) in sides.items():
-                cpu0, t0 = cpu_seconds(engine.pid), time.monotonic()
-                if args.mode == "calls":
-                    n = 20_000
-                    thr = client.request({"cmd": "throughput", "n": n, "inflight": 64}, 300)
-                    lat = client.request({"cmd": "latency", "n": 2000, "warmup": 100}, 300)
-                    cpu = (cpu_seconds(engine.pid) - cpu0) * 1e6 / (n + 2100)
-                    results[name].append((thr["rate"], cpu, lat["p50_us"]))
-                else:
-                    size = args.size_mib * 1024 * 1024
-                    cmd = {
-                        "cmd": "transfer",
-                        "fn": "bench::sink",
-                        "size": size,
-                        "chunk": int(args.mode),
-                        "timeout": 300,
-                    }
-                    client.request(cmd, 310)
-                    mb = size / 1e6
-                    elapsed = time.monotonic() - t0
-                    cpu = (cpu_seconds(engine.pid) - cpu0) * 1000 / mb
-                    results[name].append((mb / elapsed, cpu, 0.0))
+        for engine, client in sides.values():  # warm-up, not counted
+            _measure(engine, client, args.mode, min(args.size_mib, 32))
+        for rep in range(args.reps):
+            for name in ("A", "B") if rep % 2 == 0 else ("B", "A"):
+                results[name].append(_measure(*sides[name], args.mode, args.size_mib))
     unit = ("calls/s", "engine us/call") if args.mode == "calls" else ("MB/s", "engine ms/MB")
     for name, rows in results.items():
         rate = statistics.median(r[0] for r in rows)
@@ -77,8 +94,19 @@ def main() -> None:
         extra = (
             f", p50 {statistics.median(r[2] for r in rows):.0f} us" if args.mode == "calls" else ""
         )
-        each = " ".join(f"{r[1]:.2f}" for r in rows)
-        print(f"{name}: {rate:,.0f} {unit[0]}, {cpu:.2f} {unit[1]}{extra}   ({unit[1]}: {each})")
+        rates = " ".join(f"{r[0]:,.0f}" for r in rows)
+        cpus = " ".join(f"{r[1]:.2f}" for r in rows)
+        print(f"{name}: {rate:,.0f} {unit[0]}, {cpu:.2f} {unit[1]}{extra}")
+        print(f"   {unit[0]}: {rates}\n   {unit[1]}: {cpus}")
+    pairs = list(zip(results["A"], results["B"], strict=True))
+    for label, index in ((unit[0], 0), (unit[1], 1)):
+        ratios = [b[index] / a[index] for a, b in pairs]
+        mean, low, high = geometric_interval(ratios)
+        print(
+            f"B/A {label}: {mean:.3f} (~95% {low:.3f}-{high:.3f}; pairs: "
+            + " ".join(f"{r:.3f}" for r in ratios)
+            + ")"
+        )
 
 
 if __name__ == "__main__":
