@@ -288,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
     runs = []
     for attack in selected:
         print(f"\n{ATTACKS.index(attack) + 1}. {attack.key}: {attack.title}", flush=True)
-        wishes = settings.get(None, {}) | settings.get(attack, {})
+        wishes = attack.engine_settings(sizes) | settings.get(None, {}) | settings.get(attack, {})
         run = trio.run(run_attack, attack, root, wishes, sizes)
         kill_all_children()
         runs.append(run)
