@@ -170,15 +170,19 @@ async def _serve(
         await _refuse(stream, conn, outcome)
         return
     request, decision = outcome
-    leftover, _ = conn.trailing_data
+    leftover = bytes(conn.trailing_data[0])
+    path = request.path
+    # The HTTP parser and the request are done with: this frame lives as long as the
+    # connection, and an idle connection should hold only what it needs.
+    del conn, outcome, request
     ws = WebSocket(
         stream,
         is_client=False,
-        leftover=bytes(leftover),
+        leftover=leftover,
         max_message_size=decision.max_message_size,
         max_message_frames=decision.max_message_frames,
     )
-    await _run_handler(decision, ws, request.path, peer)
+    await _run_handler(decision, ws, path, peer)
 
 
 async def _handshake(
