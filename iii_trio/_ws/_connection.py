@@ -202,15 +202,19 @@ class WebSocket(ClosingSocket):
         try:
             if sock is not None:
                 # Straight into the frame reader's buffer: no bytes object per read and no
-                # copy of it into the buffer (see FrameReader.get_buffer).
-                view = self._reader.get_buffer(self._receive_size)
+                # copy of it into the buffer (see FrameReader.get_buffer), which is taken
+                # only once data is there (an idle connection holds none).
+                reader = self._reader
                 try:
-                    size = await recv_into(sock, view, wait_first=not self._reader.last_read_full)
+                    size = await recv_into(
+                        sock,
+                        reader.get_buffer,
+                        self._receive_size,
+                        wait_first=not reader.last_read_full,
+                    )
                 except OSError as exc:
                     raise trio.BrokenResourceError(f"socket connection broken: {exc}") from exc
-                finally:
-                    view.release()
-                self._reader.buffer_updated(size)
+                reader.buffer_updated(size)
             else:
                 data = await self._stream.receive_some(self._receive_size)
                 size = len(data)
@@ -343,6 +347,12 @@ class WebSocket(ClosingSocket):
         task is receiving."""
         if not self._receiving:
             self._reader.trim()
+
+    @property
+    def receive_capacity(self) -> int:
+        """Bytes of receive buffer this connection holds now: none while it waits for data
+        after a small read, so thousands of idle connections cost no buffers."""
+        return self._reader.capacity
 
     @property
     def receive_buffered(self) -> bool:

@@ -340,6 +340,11 @@ class FrameReader:
         """Bytes received but not yet returned as part of a message."""
         return self._end - self._start + self._fragment_size
 
+    @property
+    def capacity(self) -> int:
+        """Bytes of receive buffer held now (none while idle: see :meth:`get_buffer`)."""
+        return len(self._buf)
+
     def next_message(self) -> tuple[Opcode, bytes] | None:
         """The next complete message or control frame, or ``None`` if more bytes are needed.
 

@@ -5,7 +5,7 @@ batch of messages encoded in one pass. No state of its own."""
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Final
 
 import trio
@@ -19,8 +19,16 @@ COALESCE_LIMIT: Final = 16 * 1024
 IOV_MAX: Final = 512
 
 
-async def recv_into(sock: trio.socket.SocketType, view: memoryview, *, wait_first: bool) -> int:
-    """Read into ``view`` with one schedule point: the wait for data, or after the read.
+async def recv_into(
+    sock: trio.socket.SocketType,
+    get_buffer: Callable[[int], memoryview],
+    size: int,
+    *,
+    wait_first: bool,
+) -> int:
+    """Read into ``get_buffer(size)`` with one schedule point: the wait for data, or after the
+    read. The buffer is asked for only when the read is about to happen (and its view released
+    before this returns), so a connection that waits for data holds no buffer meanwhile.
 
     ``wait_first``: wait until ``sock`` is readable before reading, for a connection whose
     last read emptied it (every small message): trying first would cost a failed system call
@@ -41,14 +49,17 @@ async def recv_into(sock: trio.socket.SocketType, view: memoryview, *, wait_firs
         fd = sock.fileno()  # -1 once closed: never read a file descriptor reused since
         if fd == -1:
             raise trio.ClosedResourceError("the socket was closed")
+        view = get_buffer(size)
         try:
-            size = os.readv(fd, [view])
+            received = os.readv(fd, [view])
         except BlockingIOError:
             wait_first = True  # no data after all: wait for it
             continue
+        finally:
+            view.release()
         if not waited:
             await trio.lowlevel.cancel_shielded_checkpoint()
-        return size
+        return received
 
 
 async def send_gathered(stream: trio.abc.Stream, buffers: list[bytes | memoryview]) -> None:

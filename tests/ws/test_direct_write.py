@@ -89,3 +89,30 @@ async def test_flush_writes_the_tail_alone() -> None:
     assert not _pending(server)
     await server_stream.aclose()
     await client_stream.aclose()
+
+
+async def test_an_idle_connection_holds_no_receive_buffer() -> None:
+    # Ten thousand idle workers would otherwise hold 16 KiB each while they wait. (A bulk
+    # reader keeps its grown buffer between reads; the next small read lets it go.)
+    server_stream, client_stream = await _tcp_pair()
+    server = WebSocket(server_stream, is_client=False, max_message_size=1 << 20)
+    client = WebSocket(client_stream, is_client=True, max_message_size=1 << 20)
+    messages: list[str | bytes] = ["hello", b"x" * 100_000, "small again"]
+    received: list[str | bytes] = []
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+
+            async def receive_all() -> None:
+                while True:
+                    received.append(await server.receive())
+
+            nursery.start_soon(receive_all)
+            for message in messages:
+                await client.send(message)
+                await trio.testing.wait_all_tasks_blocked()
+                assert received[-1] == message  # and the server waits for the next one
+                if isinstance(message, str):
+                    assert server.receive_capacity == 0
+            nursery.cancel_scope.cancel()
+    await client.abort()
+    await server.abort()
