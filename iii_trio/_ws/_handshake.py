@@ -170,9 +170,8 @@ def reject_events(
     return [response, h11.Data(data=payload), h11.EndOfMessage()]
 
 
-#: ``name=value`` pairs, as in a query string (or the repr of one in an h11 error message),
-#: separated by ``&`` or by the ``;`` some clients use.
-_PARAM: Final = re.compile(r"(?<![\w%.+-])([\w%.+-]+)=([^&;\s#]*)")
+#: ``name=value`` pairs, as in a query string (or the repr of one in an h11 error message).
+_PARAM: Final = re.compile(r"(?<![\w%.+-])([\w%.+-]+)=([^&\s#]*)")
 #: Query parameters that carry secrets: the engine token and channel access keys.
 _SECRET_PARAMS: Final = frozenset({"token", "key"})
 #: Credentials in headers: an ``Authorization`` (or ``Proxy-Authorization``) value, to the
@@ -184,7 +183,11 @@ REDACTED: Final = "<redacted>"
 def _redact_param(match: re.Match[str]) -> str:
     # Decoded as parse_qs decodes names, so that ``?tok%65n=`` is caught as ``token`` is.
     if unquote_plus(match[1]).lower() in _SECRET_PARAMS:
-        return f"{match[1]}={REDACTED}"
+        return f"{match[1]}={REDACTED}"  # the whole value: parse_qs splits on "&" only
+    value = match[2]
+    if "=" in value:
+        # Another pair inside this value, e.g. after the ";" some clients use as a separator.
+        return f"{match[1]}={_PARAM.sub(_redact_param, value)}"
     return match[0]
 
 
@@ -192,7 +195,7 @@ def redact(text: str) -> str:
     """``text`` (a request target, or an error message quoting part of a request) with the
     values of ``token`` and ``key`` parameters and of ``Authorization`` headers replaced by
     ``<redacted>``, for logs and error answers. Errs on the side of hiding too much: a value
-    runs to the next ``&``, ``;``, whitespace or ``#`` (and a header's to the end of its line)."""
+    runs to the next ``&``, whitespace or ``#`` (and a header's to the end of its line)."""
     if "=" in text:
         text = _PARAM.sub(_redact_param, text)
     return _SECRET_HEADER.sub(lambda m: f"{m[1] or m[2]}{REDACTED}", text)
