@@ -259,7 +259,9 @@ class _Conn:
             return
         self.gateway.served += 1
         async with self.gateway.requests:
-            await self._route(found, method, ex.query_params(query), headers)
+            refusal = await self._route(found, method, ex.query_params(query), headers)
+        if refusal is not None:  # answered, and its body drained, without holding a slot
+            await self._finish_unrouted(refusal)
 
     async def _finish_unrouted(self, response: Response) -> None:
         """Answer a request no function handles; its body (if any) is read and dropped, up
@@ -275,7 +277,10 @@ class _Conn:
 
     async def _route(
         self, found: Match, method: str, query: dict[str, str], headers: dict[str, str]
-    ) -> None:
+    ) -> Response | None:
+        """Serve a routed request through its middleware and function; returns the answer
+        when the request ends before the function runs (a middleware's answer or failure, no
+        channels left), for the caller to send once it has let go of its request slot."""
         route = found.route
         triggers = self.gateway.triggers
         timeout = self.config.http_request_timeout
@@ -285,17 +290,12 @@ class _Conn:
                 with trio.fail_after(timeout):
                     outcome = await triggers.run_call(function_id, info, timeout=timeout)
             except trio.TooSlowError:
-                await self._finish_unrouted(
-                    ex.error_response(504, "MIDDLEWARE_TIMEOUT", f"{function_id} timed out")
-                )
-                return
+                return ex.error_response(504, "MIDDLEWARE_TIMEOUT", f"{function_id} timed out")
             except CallFailed as exc:
-                await self._finish_unrouted(failure_response(exc))
-                return
+                return failure_response(exc)
             respond = ex.middleware_outcome(outcome)
             if respond is not None:
-                await self._finish_unrouted(respond)
-                return
+                return respond
         gateway = self.gateway
         try:
             request_refs = gateway.create_channel()
@@ -308,12 +308,9 @@ class _Conn:
             # The engine holds as many channels as it may: this request waits for none of
             # them to end (that can take channel_ttl), the client is told to come back.
             gateway.channel_refusals.warning("HTTP request refused with 503: %s", exc)
-            await self._finish_unrouted(
-                ex.error_response(
-                    503, "CHANNEL_LIMIT", f"the engine is busy: {exc}", [("Retry-After", "1")]
-                )
+            return ex.error_response(
+                503, "CHANNEL_LIMIT", f"the engine is busy: {exc}", [("Retry-After", "1")]
             )
-            return
         channel_ids = [ex.channel_id_of(request_refs), ex.channel_id_of(response_refs)]
         try:
             async with trio.open_nursery() as nursery:
@@ -340,6 +337,7 @@ class _Conn:
         finally:
             for channel_id in channel_ids:
                 gateway.release_channel(channel_id)
+        return None
 
     async def _exchange(
         self,

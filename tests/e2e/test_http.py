@@ -111,8 +111,12 @@ async def test_a_result_too_dense_to_answer_gets_a_500_and_the_worker_lives(engi
 async def test_a_full_channel_table_answers_503_and_requests_recover() -> None:
     # Every routed request needs two channels. When a worker holds all the engine may have
     # (max_channels), a request gets a 503 it can retry, never a connection cut without an
-    # answer; once channels end, requests are served again.
-    async with open_engine(port=0, http_port=0, max_channels=3) as engine:
+    # answer; once channels end, requests are served again. A refused client that never sends
+    # its announced body holds no request slot (one slot here; a held slot would make every
+    # later request wait the 60 s head timeout).
+    async with open_engine(
+        port=0, http_port=0, max_channels=3, http_max_requests=1, http_head_timeout=60
+    ) as engine:
         async with connect_worker(engine.url) as worker:
             worker.register_function("api::hi", lambda data: {"status_code": 200, "body": "hi"})
             worker.register_trigger("http", "api::hi", {"api_path": "/hi"})
@@ -125,6 +129,11 @@ async def test_a_full_channel_table_answers_503_and_requests_recover() -> None:
                         assert await channel.reader.receive_some() == b"x"
                     with pytest.raises(iii_trio.InvocationError, match="max_channels"):
                         await worker.create_channel()
+                    silent = await HttpClient.connect(engine.http_url)
+                    await silent.stream.send_all(
+                        b"GET /hi HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n"
+                    )
+                    assert b" 503 " in await silent.stream.receive_some(4096)
                     for _ in range(2):  # and the connection serves the next request too
                         response, body = await fetch(engine.http_url, "GET", "/hi")
                         assert response.status_code == 503
@@ -136,6 +145,7 @@ async def test_a_full_channel_table_answers_503_and_requests_recover() -> None:
                 await engine.wait_until(lambda e: e.statistics().channels == 0)
                 response, body = await fetch(engine.http_url, "GET", "/hi")
                 assert response.status_code == 200 and json.loads(body) == "hi"
+                await silent.aclose()
 
 
 async def test_json_body_and_error_envelope(engine) -> None:
