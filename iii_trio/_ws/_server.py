@@ -170,18 +170,17 @@ async def _serve(
         await _refuse(stream, conn, outcome)
         return
     request, decision = outcome
-    leftover = bytes(conn.trailing_data[0])
     path = request.path
-    # The HTTP parser and the request are done with: this frame lives as long as the
-    # connection, and an idle connection should hold only what it needs.
-    del conn, outcome, request
     ws = WebSocket(
         stream,
         is_client=False,
-        leftover=leftover,
+        leftover=bytes(conn.trailing_data[0]),
         max_message_size=decision.max_message_size,
         max_message_frames=decision.max_message_frames,
     )
+    # The HTTP parser, the request and bytes read past it are done with: this frame lives as
+    # long as the connection, and an idle connection should hold only what it needs.
+    del conn, outcome, request
     await _run_handler(decision, ws, path, peer)
 
 
