@@ -3,7 +3,8 @@
 An attacker (or an outage) can make the engine refuse or drop thousands of connections in a
 second; one WARNING line each would bury the log and cost the event loop more than the event
 itself. A :class:`WarningBudget` logs the first ``burst`` events of each ``interval`` as they
-come and counts the rest; the next line it logs says how many were left out. No I/O beyond
+come and the rest at DEBUG only; the next WARNING line says how many were left out, and a long
+run of left-out events still gets one WARNING per ``summary_every`` of them. No I/O beyond
 ``logging``, no trio.
 """
 
@@ -22,7 +23,9 @@ class WarningBudget:
     Args:
         logger: where the lines go.
         interval: the window, in seconds.
-        burst: lines logged per window; the rest are counted.
+        burst: lines logged per window; the rest are counted (and logged at DEBUG).
+        summary_every: one of every this many left-out events is logged anyway, with the
+            count, so a flood that never pauses still shows in the log.
         clock: seconds, monotonic (tests pass their own).
 
     Raises:
@@ -35,10 +38,12 @@ class WarningBudget:
         *,
         interval: float = 10.0,
         burst: int = 5,
+        summary_every: int = 1000,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        if interval <= 0 or burst < 1:
-            raise ValueError("a warning budget needs a positive interval and burst")
+        if interval <= 0 or burst < 1 or summary_every < 1:
+            raise ValueError("a warning budget needs a positive interval, burst and summary")
+        self._summary_every = summary_every
         self._logger = logger
         self._interval = interval
         self._burst = burst
@@ -55,8 +60,9 @@ class WarningBudget:
         if now - self._window_start >= self._interval:
             self._window_start = now
             self._logged = 0
-        if self._logged >= self._burst:
+        if self._logged >= self._burst and self.suppressed + 1 < self._summary_every:
             self.suppressed += 1
+            self._logger.debug(msg, *args)
             return False
         self._logged += 1
         if self.suppressed:

@@ -41,7 +41,7 @@ def register_function(
             )
             return []
     elif msg.invocation is not None:
-        logger.warning(
+        record.warnings.warning(
             "worker %s registered HTTP-invoked function %s; iii_trio does not call HTTP "
             "endpoints, so calls to it fail with function_not_invokable",
             record.worker_id,
@@ -72,7 +72,7 @@ def register_function(
             )
         conflict = functions.register(entry)
     except RegistryLimitExceeded as exc:
-        logger.warning("refused %s from worker %s: %s", msg.id, record.worker_id, exc)
+        record.warnings.warning("refused %s from worker %s: %s", msg.id, record.worker_id, exc)
         return [
             (
                 record.worker_id,
@@ -92,7 +92,7 @@ def register_function(
 
 
 def _reject(record: WorkerRecord, function_id: str, *, owner: str) -> list[tuple[str, Message]]:
-    logger.warning(
+    record.warnings.warning(
         "refused %s from worker %s: already registered by %s",
         function_id,
         record.worker_id,
@@ -119,7 +119,7 @@ def move_to_namespace(functions: FunctionRegistry, record: WorkerRecord, namespa
     for entry in owned:
         registry.unregister(entry.namespace, entry.function_id, record.worker_id)
         if registry.register(attrs.evolve(entry, namespace=namespace)) is not None:
-            logger.warning(
+            record.warnings.warning(
                 "worker %s lost %s when it moved to namespace %s: already registered there",
                 record.worker_id,
                 entry.function_id,

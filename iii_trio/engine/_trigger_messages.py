@@ -46,7 +46,9 @@ def trigger_message(table: TriggerTable, record: WorkerRecord, msg: Message) -> 
         try:
             out = table.register_type(entry)
         except TriggerTypeTaken as exc:
-            logger.warning("refused trigger type %s from worker %s: %s", msg.id, worker_id, exc)
+            record.warnings.warning(
+                "refused trigger type %s from worker %s: %s", msg.id, worker_id, exc
+            )
             body = ErrorBody(code=codes.TRIGGER_TYPE_CONFLICT, message=str(exc))
             return [(worker_id, Error(error=body))]
         logger.info("worker %s provides trigger type %s", worker_id, msg.id)
@@ -63,7 +65,7 @@ def trigger_message(table: TriggerTable, record: WorkerRecord, msg: Message) -> 
         return withdrawn
     assert isinstance(msg, TriggerRegistrationResult)
     if msg.error is not None:
-        logger.warning(
+        record.warnings.warning(
             "worker %s rejected trigger %s (%s): %s: %s",
             worker_id,
             msg.id,
@@ -89,7 +91,9 @@ def _bind(table: TriggerTable, record: WorkerRecord, msg: RegisterTrigger) -> li
     try:
         out = table.bind(binding)
     except BindingRefused as exc:
-        logger.warning("refused trigger %s from worker %s: %s", msg.id, record.worker_id, exc)
+        record.warnings.warning(
+            "refused trigger %s from worker %s: %s", msg.id, record.worker_id, exc
+        )
         refusal = TriggerRegistrationResult(
             id=msg.id,
             trigger_type=msg.trigger_type,

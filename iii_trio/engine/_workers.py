@@ -3,12 +3,16 @@ moves a worker's bytes lives in :mod:`._connection`."""
 
 from __future__ import annotations
 
+import logging
 from typing import final
 
 import attrs
 
+from .._log_budget import WarningBudget
 from ..protocol import JSON
 from ._registry import DEFAULT_NAMESPACE
+
+logger = logging.getLogger("iii_trio.engine")
 
 
 @final
@@ -27,6 +31,8 @@ class WorkerRecord:
         internal: a service of the engine itself that talks to the router as a worker does
             (the HTTP server, the HTTP function caller); it has no connection and is not
             listed among the workers.
+        warnings: the WARNING lines about what this worker sent (refused registrations and
+            triggers): rationed, as a worker can send such messages without end.
     """
 
     worker_id: str
@@ -37,6 +43,7 @@ class WorkerRecord:
     info: dict[str, JSON] = attrs.field(factory=dict)
     bad_messages: int = 0
     internal: bool = False
+    warnings: WarningBudget = attrs.field(factory=lambda: WarningBudget(logger), repr=False)
 
     @property
     def name(self) -> str:
