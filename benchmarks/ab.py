@@ -8,8 +8,8 @@ peers run from ``DIR`` too, which measures SDK and engine together (what benchma
 Each side first runs one unmeasured warm-up. Then the repetitions come in pairs, A before B in
 even pairs and B before A in odd ones, so that a machine whose speed drifts, and whichever side
 goes first, affect both alike. Printed: the median of each side with every repetition's value,
-then B/A of each pair and their geometric mean with an approximate 95% interval (mean of the
-log ratios ± 2 standard errors). On a shared 2-core machine one pair varies by about ±10%:
+then B/A of each pair and their geometric mean with a 95% interval (mean of the
+log ratios with Student's t). On a shared 2-core machine one pair varies by about ±10%:
 seven pairs cannot resolve a 5% effect, a hundred resolve about 2%; read the interval, not the
 medians.
 
@@ -47,20 +47,30 @@ def _measure(engine: Child, client: Child, mode: str, size_mib: int) -> Sample:
     return mb / (time.monotonic() - t0), (cpu_seconds(engine.pid) - cpu0) * 1000 / mb, 0.0
 
 
+#: Student's t at 97.5% for 1-30 degrees of freedom (about 2 beyond).
+_T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179,
+         2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064,
+         2.060, 2.056, 2.052, 2.048, 2.045, 2.042)  # fmt: skip
+
+
 def geometric_interval(ratios: list[float]) -> tuple[float, float, float]:
-    """The geometric mean of ``ratios`` and its approximate 95% interval (±2 standard errors
-    of the mean log ratio; the interval is the mean itself for fewer than two ratios)."""
+    """The geometric mean of at least two ``ratios`` and its 95% interval (Student's t over
+    the log ratios, taken as independent pairs)."""
     logs = [math.log(r) for r in ratios]
     mean = statistics.fmean(logs)
-    se = statistics.stdev(logs) / math.sqrt(len(logs)) if len(logs) > 1 else 0.0
-    return math.exp(mean), math.exp(mean - 2 * se), math.exp(mean + 2 * se)
+    df = len(logs) - 1
+    t = _T975[df - 1] if df <= len(_T975) else 2.0
+    half = t * statistics.stdev(logs) / math.sqrt(len(logs))
+    return math.exp(mean), math.exp(mean - half), math.exp(mean + half)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--base", type=Path, required=True, help="checkout of engine A")
     parser.add_argument("--mode", default="65536", help="chunk size in bytes, or 'calls'")
-    parser.add_argument("--reps", type=int, default=9, help="pairs of measured repetitions")
+    parser.add_argument(
+        "--reps", type=int, default=10, help="pairs of measured repetitions (even: AB = BA)"
+    )
     parser.add_argument("--size-mib", type=int, default=256)
     parser.add_argument(
         "--peers",
@@ -71,6 +81,8 @@ def main() -> None:
     args = parser.parse_args()
     if not (args.base / "iii_trio").is_dir():
         parser.error(f"{args.base} is not an iii_trio checkout")
+    if args.reps < 2:
+        parser.error("--reps: at least 2 pairs (an interval needs two)")
     if args.mode != "calls" and not args.mode.isdigit():
         parser.error(f"--mode: a chunk size in bytes or 'calls', not {args.mode!r}")
     results: dict[str, list[Sample]] = {"A": [], "B": []}
