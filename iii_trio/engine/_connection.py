@@ -40,7 +40,7 @@ from ..protocol import (
 logger = logging.getLogger("iii_trio.engine")
 
 #: Messages routed from one worker before its reader lets other tasks run.
-_YIELD_EVERY: Final = 8
+_YIELD_EVERY: Final = 32
 #: Bytes queued for others (answers, forwarded calls) before its reader lets others run.
 _YIELD_BYTES: Final = 1024 * 1024
 _TELEMETRY_PREFIXES: Final = (b"OTLP", b"MTRC", b"LOGS")
