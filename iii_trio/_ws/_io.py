@@ -153,18 +153,15 @@ def coalesce(frames: list[list[bytes | memoryview]]) -> list[bytes | memoryview]
     """Join small buffers into one write; keep large payloads as their own writes."""
     out: list[bytes | memoryview] = []
     pending: list[bytes | memoryview] = []
-    pending_size = 0
     for frame in frames:
         for part in frame:
             if len(part) >= COALESCE_LIMIT:
                 if pending:
                     out.append(b"".join(pending))
                     pending = []
-                    pending_size = 0
                 out.append(part)
             else:
                 pending.append(part)
-                pending_size += len(part)
     if pending:
         out.append(b"".join(pending) if len(pending) > 1 else pending[0])
     return out
