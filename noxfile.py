@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -17,6 +18,10 @@ NODE_PEER = ROOT / "tests" / "interop" / "node"
 
 def _install_node_peer(session: nox.Session) -> None:
     if shutil.which("npm") is None:
+        if os.environ.get("IIITRIO_REQUIRE_NODE") == "1":
+            session.error(
+                "npm not found: the Node SDK interop tests need it (IIITRIO_REQUIRE_NODE)"
+            )
         session.warn("npm not found: the Node SDK interop tests will be skipped")
         return
     with session.chdir(NODE_PEER):

@@ -25,14 +25,26 @@ def node_available() -> bool:
     return shutil.which("node") is not None and (NODE_DIR / "node_modules" / "iii-sdk").is_dir()
 
 
-def peer_command(kind: str) -> list[str]:
+def require_node() -> None:
+    """Skip the calling test when the Node SDK is not installed; fail it instead when
+    ``IIITRIO_REQUIRE_NODE=1`` (CI sets it: there a missing Node SDK is a broken install)."""
+    if node_available():
+        return
+    why = "Node SDK not installed (run: cd tests/interop/node && npm ci)"
+    if os.environ.get("IIITRIO_REQUIRE_NODE") == "1":
+        pytest.fail(why)
+    pytest.skip(why)
+
+
+def peer_command(kind: str, py: str = "py_peer.py", node: str = "peer.mjs") -> list[str]:
+    """The command of a peer of ``kind`` (``py`` or ``node``): the script ``py`` or ``node``
+    of this folder (``node/`` for Node)."""
     if kind == "py":
-        return [sys.executable, str(HERE / "py_peer.py")]
-    if not node_available():
-        pytest.skip("Node SDK not installed (run: cd tests/interop/node && npm ci)")
-    node = shutil.which("node")
-    assert node is not None
-    return [node, str(NODE_DIR / "peer.mjs")]
+        return [sys.executable, str(HERE / py)]
+    require_node()
+    node_exe = shutil.which("node")
+    assert node_exe is not None
+    return [node_exe, str(NODE_DIR / node)]
 
 
 def peer_env() -> dict[str, str]:

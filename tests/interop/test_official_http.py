@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 import subprocess
-import sys
 from collections.abc import AsyncIterator
 
 import pytest
@@ -18,27 +16,23 @@ import trio
 from iii_trio import Engine, open_engine
 from tests.http_client import HttpClient, fetch, header
 from tests.interop.pattern import pattern_chunks, pattern_sha256
-from tests.interop.peers import HERE, NODE_DIR, node_available, peer_env
+from tests.interop.peers import peer_command, peer_env
 
 pytestmark = pytest.mark.interop
 
 SIZE = 8 * 1024 * 1024 + 4321
 
 
-def _command(kind: str) -> list[str]:
-    if kind == "py":
-        return [sys.executable, str(HERE / "py_http_peer.py")]
-    if not node_available():
-        pytest.skip("Node SDK not installed (run: cd tests/interop/node && npm ci)")
-    node = shutil.which("node")
-    assert node is not None
-    return [node, str(NODE_DIR / "http_peer.mjs")]
-
-
 async def _serve_peer(
     kind: str, engine: Engine, prefix: str, *, task_status: trio.TaskStatus[None]
 ) -> None:
-    cmd = [*_command(kind), "--url", engine.url, "--prefix", prefix]
+    cmd = [
+        *peer_command(kind, "py_http_peer.py", "http_peer.mjs"),
+        "--url",
+        engine.url,
+        "--prefix",
+        prefix,
+    ]
     proc = await trio.lowlevel.open_process(
         cmd,
         stdin=subprocess.PIPE,
