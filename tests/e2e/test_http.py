@@ -17,6 +17,7 @@ import iii_trio
 from iii_trio import HttpRequest, HttpResponse, open_engine
 from iii_trio.worker import connect_worker
 from tests.http_client import HttpClient, Truncated, fetch, header
+from tests.interop.pattern import BLOCK_SIZE, pattern_chunks, pattern_sha256
 
 MiB = 1024 * 1024
 BLOCK = os.urandom(MiB)
@@ -34,21 +35,19 @@ async def _bind(engine: iii_trio.Engine, worker: iii_trio.Worker, n: int) -> Non
 
 
 async def _pattern(size: int) -> AsyncIterator[bytes]:
-    sent = 0
-    while sent < size:
-        piece = BLOCK[: min(len(BLOCK), size - sent)]
-        sent += len(piece)
-        yield piece
+    """The interop data pattern (every 64 KiB block differs, so a block reordered, lost or
+    repeated changes the sha256), in 1 MiB pieces."""
+    pieces: list[bytes] = []
+    for chunk in pattern_chunks(size):
+        pieces.append(chunk)
+        if len(pieces) == MiB // BLOCK_SIZE:
+            yield b"".join(pieces)
+            pieces = []
+    if pieces:
+        yield b"".join(pieces)
 
 
-def _sha(size: int) -> str:
-    digest = hashlib.sha256()
-    left = size
-    while left:
-        piece = BLOCK[: min(len(BLOCK), left)]
-        digest.update(piece)
-        left -= len(piece)
-    return digest.hexdigest()
+_sha = pattern_sha256
 
 
 async def test_json_route_params_and_status(engine) -> None:
