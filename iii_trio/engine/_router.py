@@ -28,7 +28,7 @@ import hmac
 import logging
 import time
 from collections.abc import Callable, Mapping
-from typing import Final, final
+from typing import final
 
 import attrs
 
@@ -82,9 +82,6 @@ from ._workers import WorkerRecord
 
 logger = logging.getLogger("iii_trio.engine")
 
-#: The fields of a message that failed to decode that say what to answer.
-_SALVAGED: Final = ("type", "invocation_id", "function_id", "action")
-
 
 @final
 @attrs.frozen
@@ -134,7 +131,7 @@ class Router:
         self._shutting_down = False
         #: The internal worker that calls HTTP-invoked functions, and its URL check.
         self._http_executor: str | None = None
-        self._check_invocation: Callable[[JSON], str | None] = lambda invocation: None
+        self._check_invocation: Callable[[JSON], str | None] | None = None
         #: A peer can send bad messages without end: their log lines are rationed.
         self._bad_message_warnings = WarningBudget(logger)
 
@@ -302,7 +299,7 @@ class Router:
     # --- functions -------------------------------------------------------------------------
 
     def _register(self, record: WorkerRecord, msg: RegisterFunction) -> list[Outgoing]:
-        check = self._check_invocation if self._http_executor is not None else None
+        check = self._check_invocation
         return list(register_function(self._functions, self.config, record, msg, check))
 
     def move_to_namespace(self, record: WorkerRecord, namespace: str) -> None:
@@ -379,7 +376,7 @@ class Router:
             deadline=now + timeout,
             started=now,
             timeout=timeout,
-            channels=self._channels_of(msg.data),
+            channels=self._channels_of(msg.data if relay else data),
         )
         invocations.add(inv)
         self._on_deadline(inv.deadline)
@@ -438,10 +435,11 @@ class Router:
                 executor.worker_id,
             )
             return []
-        if inv.caller_id is None or inv.caller not in self._workers:
+        caller = self._workers.get(inv.caller)
+        if inv.caller_id is None or caller is None:
             return []
         if isinstance(msg, RelayedResult):
-            if not self._workers[inv.caller].internal:
+            if not caller.internal:
                 return [(inv.caller, forward_result(msg, inv.caller_id, inv.function_id))]
             # The engine's own callers (HTTP requests) work on objects.
             error = msg.error

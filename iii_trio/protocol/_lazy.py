@@ -305,7 +305,10 @@ def _suspect_number(raw: msgspec.Raw) -> bool:
     """Whether ``raw`` may hold a number Python's parser refuses or makes infinite. A short
     payload is parsed by msgspec, whose limits are Python's (out-of-range floats refused,
     integers of at most 4300 digits): cheaper than any scan of the text. A long one is
-    scanned for the only forms such a number can take (then the slow path decides)."""
+    scanned for the only forms such a number can take (then the slow path decides). An absent
+    field (the shared ``null`` default) is not parsed at all."""
+    if raw is _NULL:
+        return False
     if len(raw) <= _PARSE_CHECK_MAX:
         try:
             _parse(raw)
