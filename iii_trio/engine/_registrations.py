@@ -60,7 +60,6 @@ def register_function(
         metadata=msg.metadata,
         request_format=msg.request_format,
         response_format=msg.response_format,
-        http=msg.invocation is not None,
         info_size=info_size,
         invocation=msg.invocation,
     )
@@ -73,18 +72,7 @@ def register_function(
         conflict = functions.register(entry)
     except RegistryLimitExceeded as exc:
         record.warnings.warning("refused %s from worker %s: %s", msg.id, record.worker_id, exc)
-        return [
-            (
-                record.worker_id,
-                RegistrationRejected(
-                    code=codes.LIMIT_EXCEEDED,
-                    namespace=record.namespace,
-                    function_id=msg.id,
-                    owner_worker_id=record.worker_id,
-                    worker_name=record.name,
-                ),
-            )
-        ]
+        return _rejection(record, msg.id, codes.LIMIT_EXCEEDED, owner=record.worker_id)
     if conflict is not None:
         return _reject(record, msg.id, owner=conflict.worker_id)
     logger.debug("worker %s registered %s", record.worker_id, msg.id)
@@ -98,8 +86,14 @@ def _reject(record: WorkerRecord, function_id: str, *, owner: str) -> list[tuple
         record.worker_id,
         owner,
     )
+    return _rejection(record, function_id, codes.FUNCTION_NAMESPACE_CONFLICT, owner=owner)
+
+
+def _rejection(
+    record: WorkerRecord, function_id: str, code: str, *, owner: str
+) -> list[tuple[str, Message]]:
     rejection = RegistrationRejected(
-        code=codes.FUNCTION_NAMESPACE_CONFLICT,
+        code=code,
         namespace=record.namespace,
         function_id=function_id,
         owner_worker_id=owner,

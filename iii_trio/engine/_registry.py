@@ -28,12 +28,15 @@ class FunctionEntry:
     metadata: JSON = None
     request_format: JSON = None
     response_format: JSON = None
-    #: Registered as HTTP-invoked (iii's ``invocation`` field): the engine calls a URL.
-    http: bool = False
     #: Bytes of JSON its description, metadata and formats take (bounds listings).
     info_size: int = 0
     #: The ``invocation`` config of an HTTP-invoked function (url, method, headers, auth).
     invocation: JSON = None
+
+    @property
+    def http(self) -> bool:
+        """Registered as HTTP-invoked (iii's ``invocation`` field): the engine calls a URL."""
+        return self.invocation is not None
 
     @property
     def key(self) -> Key:
