@@ -38,8 +38,6 @@ def check_engine(args: argparse.Namespace) -> None:
             for field in attrs.fields(EngineConfig)
             if field.name not in ("host", "port", "token")
         }
-        if limits.get("http_port") is None:
-            limits["http_port"] = None  # --no-http
         args.config = EngineConfig(
             host=args.host,
             port=args.port,

@@ -96,7 +96,7 @@ class WorkerConnection:
         on_bad_message: OnBadMessage,
         ping_interval: float | None,
         ping_timeout: float,
-        drop_warnings: WarningBudget | None = None,
+        drop_warnings: WarningBudget,
     ) -> None:
         self.worker_id = worker_id
         self.ws = ws
@@ -105,7 +105,7 @@ class WorkerConnection:
         self._on_bad_message = on_bad_message
         self._ping_interval = ping_interval
         self._ping_timeout = ping_timeout
-        self._drop_warnings = WarningBudget(logger) if drop_warnings is None else drop_warnings
+        self._drop_warnings = drop_warnings
         self.state = ConnectionState.OPEN
         #: Why the engine ended the connection, if it did (for the log).
         self.end_reason: str | None = None
