@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import Any
 
 import attrs
@@ -28,12 +29,8 @@ async def open_engine(config: EngineConfig | None = None, **settings: Any) -> As
         ValueError: a setting is out of range (see :class:`EngineConfig`).
         TypeError: an unknown setting.
     """
-    if config is None:
-        config = EngineConfig(**settings)
-    elif settings:
-        config = attrs.evolve(config, **settings)
     async with open_nursery() as nursery:
-        engine: Engine = await nursery.start(Engine(config).run)
+        engine: Engine = await nursery.start(partial(serve_engine, config, **settings))
         try:
             yield engine
         finally:
