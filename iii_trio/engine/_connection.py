@@ -83,7 +83,7 @@ class WorkerConnection:
         ping_interval: seconds between keepalive pings (``None``: no keepalive).
         ping_timeout: seconds a pong may take before the worker is dropped.
         drop_warnings: where the WARNING for a drop goes (the engine shares one budget
-            among its connections; default: one of this connection's own).
+            among its connections).
     """
 
     def __init__(

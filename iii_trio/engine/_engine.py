@@ -117,7 +117,6 @@ class Engine:
         #: The engine's own services that talk to the router as workers do, by worker id:
         #: what the router sends them is handed to these callbacks (see _deliver).
         self._internal: dict[str, Callable[[Message], None]] = {}
-        self._internal_count = 0
         self._http: HttpGateway | None = None
         self._invoker: HttpInvoker | None = None
         self._http_accept_scope = trio.CancelScope()
@@ -457,7 +456,6 @@ class Engine:
     def _add_internal(self, worker_id: str, name: str, deliver: Callable[[Message], None]) -> None:
         self._router.connect_internal(worker_id, name)
         self._internal[worker_id] = deliver
-        self._internal_count += 1
 
     def _submit_internal(self, worker_id: str, msg: Message) -> None:
         self._deliver(self._router.receive(worker_id, msg))
@@ -520,7 +518,7 @@ class Engine:
         return EngineStatistics(
             connections=self._sockets,
             connections_refused=self._connections_refused,
-            workers=len(router.workers) - self._internal_count,
+            workers=len(router.workers) - len(self._internal),
             functions=len(router.functions),
             invocations=len(router.invocations),
             channels=len(self._broker.channels),
