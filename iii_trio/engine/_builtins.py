@@ -149,8 +149,9 @@ _ROW_OVERHEAD: Final = 256
 def functions_list(call: BuiltinCall) -> JSON:
     """``engine::functions::list``: ``{"functions": [rows]}`` in function id order, filtered
     by ``search``, ``prefix``, ``worker``, ``workers``, ``include_internal``. The answer is cut
-    at ``max_list_answer`` bytes of rows: then ``"next"`` names the last function listed, and
-    ``{"after": next}`` lists the rest."""
+    at ``max_list_answer`` bytes of rows (between two function ids, never between the namespaces
+    of one): then ``"next"`` names the last function listed, and ``{"after": next}`` lists the
+    rest."""
     engine = call.engine
     payload = _payload(call.data)
     search = _str(payload, "search")
@@ -197,7 +198,9 @@ def functions_list(call: BuiltinCall) -> JSON:
     last: str | None = None
     for entry, worker_name in matched:
         budget -= entry.info_size + _ROW_OVERHEAD
-        if budget < 0 and last is not None:
+        # "after" resumes after an id: a page ends between ids, never between the namespaces
+        # of one id (the page may then go over by that id's other rows).
+        if budget < 0 and last is not None and entry.function_id != last:
             answer["next"] = last
             break
         last = entry.function_id

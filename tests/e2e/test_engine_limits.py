@@ -89,6 +89,34 @@ async def test_function_info_is_bounded_and_listings_page() -> None:
         assert engine.statistics().functions == 6
 
 
+async def test_a_listing_page_never_splits_one_function_id_across_namespaces() -> None:
+    # Rows are sorted by (function id, namespace) and "after" resumes after an id: a page cut
+    # between two namespaces of one id would lose the rest of them.
+    settings: dict[str, Any] = {"max_list_answer": 1500}  # three rows a page
+    async with (
+        iii_trio.open_engine(port=0, **settings) as engine,
+        iii_trio.connect_worker(engine.url, name="a", namespace="a") as a,
+        iii_trio.connect_worker(engine.url, name="b", namespace="b") as b,
+    ):
+        for worker in (a, b):
+            for n in range(4):
+                worker.register_function(f"page::f{n}", lambda p: p, metadata={"m": "x" * 150})
+        with trio.fail_after(LIMIT):
+            await engine.wait_until(lambda e: e.statistics().functions == 8)
+            listed: list[tuple[str, str]] = []
+            page: dict[str, Any] = {"prefix": "page::"}
+            for _ in range(8):  # pages
+                answer = await a.trigger("engine::functions::list", page)
+                listed += [(row["function_id"], row["namespace"]) for row in answer["functions"]]
+                if "next" not in answer:
+                    break
+                page = {"prefix": "page::", "after": answer["next"]}
+            else:
+                raise AssertionError("more pages than functions")
+        assert sorted(listed) == [(f"page::f{n}", ns) for n in range(4) for ns in ("a", "b")]
+        assert len(listed) == 8
+
+
 async def test_channel_memory_stays_within_its_bound_with_frames_of_the_maximum_size() -> None:
     """Readers that attach and never read, writers pushing frames of ``max_channel_frame``:
     each channel used to hold a frame in the pump's unfinished write plus one more that counted
