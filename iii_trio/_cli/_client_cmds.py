@@ -165,7 +165,11 @@ async def run_listing(args: argparse.Namespace, console: Console) -> int:
 
     async def body(worker: Worker) -> int:
         payload = {"trigger_type": "http"} if args.command == "routes" else {}
-        rows = (await worker.trigger(function, payload))[key]
+        answer = await worker.trigger(function, payload)
+        rows = list(answer[key])
+        while "next" in answer:  # a listing longer than one answer (max_list_answer)
+            answer = await worker.trigger(function, {**payload, "after": answer["next"]})
+            rows += answer[key]
         if args.command == "routes":
             rows = [_route_row(row) for row in rows]
         if args.json_output:

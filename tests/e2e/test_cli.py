@@ -37,6 +37,23 @@ async def _cli(
         )
 
 
+async def test_functions_lists_every_page() -> None:
+    # An answer carries at most max_list_answer bytes of rows; the command follows "next".
+    async with (
+        iii_trio.open_engine(port=0, max_list_answer=1500) as engine,
+        iii_trio.connect_worker(engine.url, name="many") as worker,
+    ):
+        for n in range(10):
+            worker.register_function(f"many::f{n}", lambda p: p, metadata={"m": "x" * 150})
+        await worker.sync()
+        first = await worker.trigger("engine::functions::list", {"prefix": "many::"})
+        assert "next" in first  # the listing really is paged
+        done = await _cli("functions", "--json", "--url", engine.url)
+    assert done.returncode == 0, done.stderr
+    listed = {row["function_id"] for row in json.loads(done.stdout)}
+    assert listed == {f"many::f{n}" for n in range(10)}
+
+
 async def test_call_and_listings(iii_engine, iii_worker) -> None:
     server = await iii_worker(name="cli-server")
     server.register_function("cli::add", lambda p: p["a"] + p["b"], description="adds")
