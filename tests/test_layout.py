@@ -45,9 +45,12 @@ def _imports(path: Path) -> set[str]:
                 for alias in node.names:
                     candidate = f"{target}.{alias.name}"
                     found.add(candidate if _exists(candidate) else target)
-            elif isinstance(node, ast.If | ast.Try):
+            elif isinstance(node, ast.If | ast.Try | ast.TryStar | ast.With):
                 visit(node.body)
-                visit(node.orelse)
+                visit(getattr(node, "orelse", []))
+                visit(getattr(node, "finalbody", []))
+                for handler in getattr(node, "handlers", []):
+                    visit(handler.body)
 
     visit(tree.body)
     found.discard(name)
