@@ -446,7 +446,9 @@ async def test_hostile_requests(engine) -> None:
             await stream.send_all(one + two)
             answers = b""
             while answers.count(b"HTTP/1.1 200") < 2:
-                answers += await stream.receive_some(1000)
+                chunk = await stream.receive_some(1000)
+                assert chunk, answers  # closed before the second answer
+                answers += chunk
             assert answers.index(b"\r\n\r\n3") < answers.index(b"\r\n\r\n1")
             await stream.aclose()
 
