@@ -49,7 +49,8 @@ def bench_http(config: Config, progress: Progress, deadline: Deadline) -> list[R
     uploads: dict[str, list[float]] = {"engine": [], "baseline": []}
     for rep in range(config.reps):
         deadline.check(f"benchmark 6, repetition {rep + 1}")
-        for kind in ("baseline", "engine"):
+        # Alternating order, so that whichever side goes first has no edge over the run.
+        for kind in ("baseline", "engine") if rep % 2 == 0 else ("engine", "baseline"):
             with Group() as group:
                 url = _server(group, kind)
                 _json_rate(group, url, requests // 4)  # warm-up

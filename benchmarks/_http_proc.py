@@ -50,8 +50,8 @@ async def serve_engine() -> None:
         worker.register_http_route("bench::up", upload, api_path="bench/upload", http_method="POST")
         http = engine._http
         assert http is not None
-        while len(http.triggers.routes) < 2:
-            await trio.sleep(0.01)
+        with trio.fail_after(30):
+            await engine.wait_until(lambda _: len(http.triggers.routes) >= 2)
         emit({"event": "ready", "url": engine.http_url})
         await trio.sleep_forever()
 
