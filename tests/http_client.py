@@ -29,6 +29,12 @@ class HttpClient:
     async def aclose(self) -> None:
         await trio.aclose_forcefully(self.stream)
 
+    async def __aenter__(self) -> HttpClient:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
     async def send_request(
         self,
         method: str,
@@ -114,10 +120,7 @@ async def fetch(
     body: bytes | None = None,
 ) -> tuple[h11.Response, bytes]:
     """One request on a new connection: the response and its whole body."""
-    client = await HttpClient.connect(url)
-    try:
+    async with await HttpClient.connect(url) as client:
         await client.send_request(method, target, headers, body)
         response = await client.response()
         return response, await client.body()
-    finally:
-        await client.aclose()

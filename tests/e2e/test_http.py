@@ -203,8 +203,7 @@ async def test_streamed_upload_and_download_256mib(engine) -> None:
         await _bind(engine, worker, 2)
         config = engine.config
         with trio.fail_after(120):
-            client = await HttpClient.connect(engine.http_url)
-            try:
+            async with await HttpClient.connect(engine.http_url) as client:
                 await client.send_request(
                     "POST",
                     "/up",
@@ -225,8 +224,6 @@ async def test_streamed_upload_and_download_256mib(engine) -> None:
                     digest.update(chunk)
                     got += len(chunk)
                 assert (got, digest.hexdigest()) == (size, _sha(size))
-            finally:
-                await client.aclose()
         stats = engine.statistics()
         assert stats.channel_buffered_peak <= config.channel_buffer_bytes + config.max_channel_frame
         await engine.wait_until(lambda e: e.statistics().channels == 0)
@@ -271,8 +268,7 @@ async def test_handler_failure_mid_download_aborts_the_response(engine) -> None:
         worker.register_http_route("files::down", download, api_path="down")
         await _bind(engine, worker, 1)
         with trio.fail_after(20):
-            client = await HttpClient.connect(engine.http_url)
-            try:
+            async with await HttpClient.connect(engine.http_url) as client:
                 await client.send_request("GET", "/down")
                 response = await client.response()
                 assert response.status_code == 200
@@ -281,8 +277,6 @@ async def test_handler_failure_mid_download_aborts_the_response(engine) -> None:
                     async for chunk in client.chunks():
                         got += len(chunk)
                 assert got <= len(BLOCK)
-            finally:
-                await client.aclose()
 
 
 async def test_sse_events_are_flushed_one_by_one(engine) -> None:
@@ -300,8 +294,7 @@ async def test_sse_events_are_flushed_one_by_one(engine) -> None:
         worker.register_http_route("sse::ticks", events, api_path="ticks")
         await _bind(engine, worker, 1)
         with trio.fail_after(20):
-            client = await HttpClient.connect(engine.http_url)
-            try:
+            async with await HttpClient.connect(engine.http_url) as client:
                 await client.send_request("GET", "/ticks")
                 response = await client.response()
                 assert header(response, "content-type") == "text/event-stream"
@@ -312,8 +305,6 @@ async def test_sse_events_are_flushed_one_by_one(engine) -> None:
                 assert seen == [
                     f"id: {n}\nevent: tick\ndata: tick {n}\ndata: line two\n\n" for n in range(3)
                 ]
-            finally:
-                await client.aclose()
 
 
 async def test_backpressure_bounds_engine_memory() -> None:
@@ -339,14 +330,12 @@ async def test_backpressure_bounds_engine_memory() -> None:
         worker.register_http_route("files::slow", slow, api_path="slow", http_method="POST")
         await _bind(engine, worker, 1)
         with trio.fail_after(120):
-            client = box["client"] = await HttpClient.connect(engine.http_url)
-            try:
+            async with await HttpClient.connect(engine.http_url) as client:
+                box["client"] = client
                 await client.send_request("POST", "/slow", [], _pattern(size), length=size)
                 response = await client.response()
                 assert response.status_code == 200
                 assert json.loads(await client.body()) == {"size": size}
-            finally:
-                await client.aclose()
         stats = engine.statistics()
         # The engine held at most the channel's own bound (plus one frame) ...
         assert stats.channel_buffered_peak <= buffer + 64 * 1024

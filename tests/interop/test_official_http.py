@@ -74,8 +74,7 @@ async def _upload(url: str, target: str) -> dict[str, object]:
         for chunk in pattern_chunks(SIZE):
             yield chunk
 
-    client = await HttpClient.connect(url)
-    try:
+    async with await HttpClient.connect(url) as client:
         await client.send_request(
             "POST", target, [("content-type", "application/octet-stream")], body(), length=SIZE
         )
@@ -83,8 +82,6 @@ async def _upload(url: str, target: str) -> dict[str, object]:
         assert response.status_code == 200
         result: dict[str, object] = json.loads(await client.body())
         return result
-    finally:
-        await client.aclose()
 
 
 @pytest.mark.parametrize("kind", ["py", "node"])
@@ -105,8 +102,7 @@ async def test_official_sdk_http_handlers(kind: str) -> None:
                 "sha256": pattern_sha256(SIZE),
             }
 
-            client = await HttpClient.connect(url)
-            try:
+            async with await HttpClient.connect(url) as client:
                 await client.send_request("GET", f"/h/download?size={SIZE}")
                 response = await client.response()
                 assert header(response, "content-type") == "application/octet-stream"
@@ -115,8 +111,6 @@ async def test_official_sdk_http_handlers(kind: str) -> None:
                     digest.update(chunk)
                     got += len(chunk)
                 assert (got, digest.hexdigest()) == (SIZE, pattern_sha256(SIZE))
-            finally:
-                await client.aclose()
 
             response, body = await fetch(url, "GET", "/h/sse")
             assert header(response, "content-type") == "text/event-stream"
