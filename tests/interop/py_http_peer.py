@@ -21,8 +21,6 @@ import argparse
 import asyncio
 import hashlib
 import json
-import os
-import signal
 import sys
 from typing import Any
 
@@ -30,14 +28,7 @@ from iii import InitOptions, register_worker
 from iii.types import StreamRequest, StreamResponse
 from iii_helpers.http import http
 from pattern import pattern_chunks  # type: ignore[import-not-found]  # run as a script
-
-
-class _Stop(Exception):
-    pass
-
-
-def _raise_stop(*_: Any) -> None:
-    raise _Stop
+from peer_stop import wait_for_stop  # type: ignore[import-not-found]
 
 
 def main() -> int:
@@ -107,16 +98,7 @@ def main() -> int:
         )
     sys.stdout.write(json.dumps({"event": "ready"}) + "\n")
     sys.stdout.flush()
-    signal.signal(signal.SIGTERM, _raise_stop)
-    signal.signal(signal.SIGINT, _raise_stop)
-    try:
-        while os.read(0, 65536):
-            pass
-    except (_Stop, OSError):
-        pass
-    finally:
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    wait_for_stop()
     iii.shutdown()
     return 0
 

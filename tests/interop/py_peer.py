@@ -13,7 +13,6 @@ import hashlib
 import json
 import logging
 import os
-import signal
 import sys
 import traceback
 from typing import Any
@@ -21,6 +20,7 @@ from typing import Any
 from iii import InitOptions, InvocationError, TriggerAction, register_worker
 from iii.helpers import create_channel_async
 from pattern import pattern_chunks  # type: ignore[import-not-found]  # run as a script
+from peer_stop import stop_on_signals  # type: ignore[import-not-found]
 
 PEER = "py"
 
@@ -93,24 +93,9 @@ async def fn_slow(data: Any) -> Any:
     return {"slept": data["ms"]}
 
 
-class _Stop(Exception):
-    pass
-
-
-def _raise_stop(*_: Any) -> None:
-    raise _Stop
-
-
 def serve(iii: Any, args: argparse.Namespace) -> int:
-    """Run until stdin reaches EOF or SIGTERM/SIGINT arrives.
-
-    The signal handlers raise _Stop on the main thread, which waits in os.read(0) on the raw fd
-    (a daemon thread blocked in sys.stdin.buffer.read() aborts the interpreter at exit with
-    "could not acquire lock for <stdin>").
-    """
-    signal.signal(signal.SIGTERM, _raise_stop)
-    signal.signal(signal.SIGINT, _raise_stop)
-    try:
+    """Run until stdin reaches EOF or SIGTERM/SIGINT arrives (see peer_stop.py)."""
+    with stop_on_signals():
         p = args.prefix
         for suffix, fn in [
             ("echo", fn_echo),
@@ -138,11 +123,6 @@ def serve(iii: Any, args: argparse.Namespace) -> int:
         emit({"event": "ready"})
         while os.read(0, 65536):
             pass
-    except (_Stop, OSError):
-        pass
-    finally:
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
     return 0
 
 

@@ -30,7 +30,6 @@ import asyncio
 import json
 import logging
 import os
-import signal
 import sys
 import threading
 import traceback
@@ -39,6 +38,7 @@ from typing import Any
 
 from iii import InitOptions, InvocationError, register_worker
 from iii.triggers import TriggerConfig, TriggerHandler
+from peer_stop import wait_for_stop  # type: ignore[import-not-found]  # run as a script
 
 _lock = threading.Lock()
 
@@ -101,28 +101,6 @@ class ForwardedErrors(logging.Handler):
         message = record.getMessage()
         if "Trigger registration failed" in message:
             emit({"event": "trigger_error", "message": message})
-
-
-class _Stop(Exception):
-    pass
-
-
-def _raise_stop(*_: Any) -> None:
-    raise _Stop
-
-
-def wait_for_stop() -> None:
-    """Block until stdin EOF or SIGTERM/SIGINT (see py_peer.py for why os.read on fd 0)."""
-    signal.signal(signal.SIGTERM, _raise_stop)
-    signal.signal(signal.SIGINT, _raise_stop)
-    try:
-        while os.read(0, 65536):
-            pass
-    except (_Stop, OSError):
-        pass
-    finally:
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def probe(iii: Any, function_id: str) -> None:
