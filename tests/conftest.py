@@ -18,7 +18,7 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 import pytest  # noqa: E402
 
-from tests.helpers import RawClient  # noqa: E402
+from tests.helpers import LOCAL_TRANSPORT, RawClient  # noqa: E402
 
 
 @pytest.fixture
@@ -41,7 +41,7 @@ async def raw(iii_engine):
             await client.ws.abort()
 
 
-if os.environ.get("IIITRIO_TEST_TRANSPORT") == "local":
+if LOCAL_TRANSPORT:
     # Run the suite's workers over in-process message sockets (Engine.local_dialer) instead
     # of loopback TCP: the same tests then check that transport end to end.
     import trio

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 import uuid
 from collections.abc import Awaitable, Callable
@@ -53,6 +54,16 @@ class RawClient:
 
     async def aclose(self) -> None:
         await self.ws.close()
+
+
+LOCAL_TRANSPORT = os.environ.get("IIITRIO_TEST_TRANSPORT") == "local"
+
+
+def transport(engine: Any) -> Any:
+    """The dialer a test worker of ``engine`` uses: the engine's in-process one when the run
+    asks for it (``IIITRIO_TEST_TRANSPORT=local``, the second pass of ``nox -s tests``),
+    else ``None`` (loopback TCP)."""
+    return engine.local_dialer if LOCAL_TRANSPORT else None
 
 
 def new_id() -> str:

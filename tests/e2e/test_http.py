@@ -16,6 +16,7 @@ import trio
 import iii_trio
 from iii_trio import HttpRequest, HttpResponse, open_engine
 from iii_trio.worker import connect_worker
+from tests.helpers import transport
 from tests.http_client import HttpClient, Truncated, fetch, header
 from tests.interop.pattern import BLOCK_SIZE, pattern_chunks, pattern_sha256
 
@@ -51,7 +52,7 @@ _sha = pattern_sha256
 
 
 async def test_json_route_params_and_status(engine) -> None:
-    async with connect_worker(engine.url) as worker:
+    async with connect_worker(engine.url, dialer=transport(engine)) as worker:
 
         async def get(data: dict[str, Any]) -> Any:
             assert "_caller_worker_id" not in data
@@ -89,7 +90,7 @@ async def test_a_result_too_dense_to_answer_gets_a_500_and_the_worker_lives(engi
     """The engine parses a JSON route's result to answer HTTP: one over 1 MiB holding a value
     per 3 bytes is refused (docs/security.md), the client gets an error envelope, and the
     worker's connection is untouched."""
-    async with connect_worker(engine.url) as worker:
+    async with connect_worker(engine.url, dialer=transport(engine)) as worker:
 
         async def dense(data: dict[str, Any]) -> Any:
             size = int(data["query_params"]["n"])
@@ -116,7 +117,7 @@ async def test_a_full_channel_table_answers_503_and_requests_recover() -> None:
     async with open_engine(
         port=0, http_port=0, max_channels=3, http_max_requests=1, http_head_timeout=60
     ) as engine:
-        async with connect_worker(engine.url) as worker:
+        async with connect_worker(engine.url, dialer=transport(engine)) as worker:
             worker.register_function("api::hi", lambda data: {"status_code": 200, "body": "hi"})
             worker.register_trigger("http", "api::hi", {"api_path": "/hi"})
             await _bind(engine, worker, 1)
@@ -148,7 +149,7 @@ async def test_a_full_channel_table_answers_503_and_requests_recover() -> None:
 
 
 async def test_json_body_and_error_envelope(engine) -> None:
-    async with connect_worker(engine.url) as worker:
+    async with connect_worker(engine.url, dialer=transport(engine)) as worker:
 
         async def echo(request: HttpRequest, response: HttpResponse) -> Any:
             raw = await request.read_all()
@@ -184,7 +185,7 @@ async def test_json_body_and_error_envelope(engine) -> None:
 
 async def test_streamed_upload_and_download_256mib(engine) -> None:
     size = 256 * MiB
-    async with connect_worker(engine.url) as worker:
+    async with connect_worker(engine.url, dialer=transport(engine)) as worker:
 
         async def upload(request: HttpRequest, response: HttpResponse) -> Any:
             digest, got = hashlib.sha256(), 0
@@ -232,7 +233,7 @@ async def test_streamed_upload_and_download_256mib(engine) -> None:
 async def test_client_lost_mid_upload_is_channel_lost(engine) -> None:
     outcome: list[BaseException] = []
     received = trio.Event()
-    async with connect_worker(engine.url) as worker:
+    async with connect_worker(engine.url, dialer=transport(engine)) as worker:
 
         async def upload(request: HttpRequest, response: HttpResponse) -> None:
             try:
@@ -259,7 +260,7 @@ async def test_client_lost_mid_upload_is_channel_lost(engine) -> None:
 
 
 async def test_handler_failure_mid_download_aborts_the_response(engine) -> None:
-    async with connect_worker(engine.url) as worker:
+    async with connect_worker(engine.url, dialer=transport(engine)) as worker:
 
         async def download(request: HttpRequest, response: HttpResponse) -> None:
             await response.send_all(BLOCK)
@@ -281,7 +282,7 @@ async def test_handler_failure_mid_download_aborts_the_response(engine) -> None:
 
 async def test_sse_events_are_flushed_one_by_one(engine) -> None:
     next_event = trio.Event()
-    async with connect_worker(engine.url) as worker:
+    async with connect_worker(engine.url, dialer=transport(engine)) as worker:
 
         async def events(request: HttpRequest, response: HttpResponse) -> None:
             nonlocal next_event
@@ -314,7 +315,7 @@ async def test_backpressure_bounds_engine_memory() -> None:
         open_engine(
             port=0, http_port=0, channel_buffer_bytes=buffer, http_max_body_size=size
         ) as engine,
-        connect_worker(engine.url) as worker,
+        connect_worker(engine.url, dialer=transport(engine)) as worker,
     ):
         lag: list[int] = []
         box: dict[str, HttpClient] = {}
@@ -346,7 +347,7 @@ async def test_backpressure_bounds_engine_memory() -> None:
 
 async def test_middleware_condition_and_route_conflict(engine) -> None:
     calls: list[str] = []
-    async with connect_worker(engine.url) as worker:
+    async with connect_worker(engine.url, dialer=transport(engine)) as worker:
 
         async def allow(data: dict[str, Any]) -> Any:
             calls.append("allow")
@@ -399,7 +400,7 @@ async def test_middleware_condition_and_route_conflict(engine) -> None:
 
 
 async def test_hostile_requests(engine) -> None:
-    async with connect_worker(engine.url) as worker:
+    async with connect_worker(engine.url, dialer=transport(engine)) as worker:
 
         async def echo(request: HttpRequest, response: HttpResponse) -> Any:
             return {"body": len(await request.read_all())}
