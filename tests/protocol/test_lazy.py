@@ -44,7 +44,7 @@ garbage_messages = codec_tests.garbage_messages
 wild_values = codec_tests.wild_values
 _ALL_FIELD_NAMES = codec_tests._ALL_FIELD_NAMES
 #: The hostile texts ``decode`` refuses (the parameters of test_codec's test).
-HOSTILE: list[str] = codec_tests.test_hostile_json_is_rejected.pytestmark[0].args[1]  # type: ignore[attr-defined]
+HOSTILE = codec_tests.HOSTILE_JSON
 
 
 def materialized(msg: Message | RelayedInvoke | RelayedResult) -> Message:
