@@ -33,14 +33,16 @@ from ._suite import start_sdk_pair
 Sample = tuple[float, float, float]
 
 
-def _measure(engine: Child, client: Child, mode: str, size_mib: int) -> Sample:
+def _measure(engine: Child, client: Child, mode: str, size_mib: int, scale: int = 1) -> Sample:
+    """One repetition (``scale`` divides its size: warm-ups are small)."""
     cpu0, t0 = cpu_seconds(engine.pid), time.monotonic()
     if mode == "calls":
-        n = 20_000
+        n, one_by_one = 20_000 // scale, 2000 // scale
         thr = client.request({"cmd": "throughput", "n": n, "inflight": 64}, 300)
-        lat = client.request({"cmd": "latency", "n": 2000, "warmup": 100}, 300)
-        return thr["rate"], (cpu_seconds(engine.pid) - cpu0) * 1e6 / (n + 2100), lat["p50_us"]
-    size = size_mib * 1024 * 1024
+        lat = client.request({"cmd": "latency", "n": one_by_one, "warmup": 100}, 300)
+        cpu = (cpu_seconds(engine.pid) - cpu0) * 1e6 / (n + one_by_one + 100)
+        return thr["rate"], cpu, lat["p50_us"]
+    size = size_mib * 1024 * 1024 // scale
     cmd = {"cmd": "transfer", "fn": "bench::sink", "size": size, "chunk": int(mode)}
     client.request({**cmd, "timeout": 300}, 310)
     mb = size / 1e6
@@ -95,7 +97,7 @@ def main() -> None:
             )
             sides[name] = (engine, client)
         for engine, client in sides.values():  # warm-up, not counted
-            _measure(engine, client, args.mode, min(args.size_mib, 32))
+            _measure(engine, client, args.mode, args.size_mib, scale=8)
         for rep in range(args.reps):
             for name in ("A", "B") if rep % 2 == 0 else ("B", "A"):
                 results[name].append(_measure(*sides[name], args.mode, args.size_mib))
