@@ -109,6 +109,7 @@ class Engine:
         #: of workers can be dropped at once (one keepalive round).
         self._token_refusals = WarningBudget(logger)
         self._drop_warnings = WarningBudget(logger)
+        self._upgrade_refusals = WarningBudget(logger)
         self._slow_consumers = 0
         self._unresponsive = 0
         self._outbox_peak = 0
@@ -284,12 +285,11 @@ class Engine:
             )
         if self._sockets >= self.config.max_connections:
             self._connections_refused += 1
-            if self._connections_refused % 1000 == 1:
-                logger.warning(
-                    "refusing upgrades: %d connections open (max_connections); %d refused so far",
-                    self._sockets,
-                    self._connections_refused,
-                )
+            self._upgrade_refusals.warning(
+                "refusing upgrades: %d connections open (max_connections); %d refused so far",
+                self._sockets,
+                self._connections_refused,
+            )
             return Reject(
                 503,
                 f"the engine serves {self._sockets} connections, its limit; try again later\n",
@@ -441,14 +441,15 @@ class Engine:
             )
             triggers.start()
         if config.http_functions:
-            invoker = HttpInvoker(config, partial(self._submit_internal, HTTP_FUNCTIONS_WORKER))
             functions = self._router.functions
 
             def invocation_of(namespace: str, function_id: str) -> JSON:
                 entry = functions.lookup(namespace, function_id)
                 return None if entry is None else entry.invocation
 
-            invoker.lookup = invocation_of
+            invoker = HttpInvoker(
+                config, partial(self._submit_internal, HTTP_FUNCTIONS_WORKER), invocation_of
+            )
             self._add_internal(HTTP_FUNCTIONS_WORKER, "iii-http-functions", invoker.deliver)
             self._router.serve_http_functions(HTTP_FUNCTIONS_WORKER, invoker.check)
             self._invoker = invoker

@@ -15,7 +15,6 @@ the bytes).
 
 from __future__ import annotations
 
-import json
 import re
 import time
 from collections.abc import Iterable
@@ -25,7 +24,8 @@ from urllib.parse import parse_qsl
 
 import attrs
 
-from ..protocol import JSON
+from .._errors import RemoteProtocolError
+from ..protocol import JSON, dumps, loads
 from ._http_routes import Route
 
 #: A response's headers: ``(name, value)`` pairs, in order.
@@ -69,10 +69,9 @@ def parse_json_body(data: bytes) -> JSON:
     if not data:
         return None
     try:
-        value: JSON = json.loads(data)
-    except (ValueError, RecursionError):
+        return loads(data)
+    except RemoteProtocolError:
         return None
-    return value
 
 
 def invocation_data(
@@ -190,7 +189,7 @@ def response_from_result(result: JSON) -> Response:
 
 
 def _json_bytes(value: JSON) -> bytes:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    return dumps(value).encode("utf-8")
 
 
 def json_response(status: int, body: JSON, headers: Headers | None = None) -> Response:
@@ -277,8 +276,8 @@ def control_message(text: str) -> SetStatus | SetHeaders | None:
     """A text frame on the ``response`` channel before the body: ``set_status`` (100-599) or
     ``set_headers`` (merged into what was set); anything else is ignored (``None``)."""
     try:
-        obj = json.loads(text)
-    except (ValueError, RecursionError):
+        obj = loads(text)
+    except RemoteProtocolError:
         return None
     if not isinstance(obj, dict):
         return None

@@ -44,7 +44,16 @@ import h11
 import trio
 
 from .. import _codes as codes
-from ..protocol import JSON, ErrorBody, InvocationResult, InvokeFunction, Message, new_uuid
+from .._errors import RemoteProtocolError
+from ..protocol import (
+    JSON,
+    ErrorBody,
+    InvocationResult,
+    InvokeFunction,
+    Message,
+    loads,
+    new_uuid,
+)
 from ._config import EngineConfig
 
 logger = logging.getLogger("iii_trio.engine.http")
@@ -202,8 +211,8 @@ def interpret(status: int, reason: bytes, body: bytes) -> JSON:
     valid = True
     if body.strip():
         try:
-            parsed = json.loads(body)
-        except (ValueError, RecursionError):
+            parsed = loads(body)
+        except RemoteProtocolError:
             valid = False
     if status >= 400:
         error = parsed.get("error") if isinstance(parsed, dict) else None
@@ -300,12 +309,16 @@ class HttpInvoker:
         lookup: the ``invocation`` config of a function, by namespace and id.
     """
 
-    def __init__(self, config: EngineConfig, submit: Callable[[Message], None]) -> None:
+    def __init__(
+        self,
+        config: EngineConfig,
+        submit: Callable[[Message], None],
+        lookup: Callable[[str, str], JSON],
+    ) -> None:
         self.config = config
         self._submit = submit
-        self.lookup: Callable[[str, str], JSON] = lambda namespace, function_id: None
+        self.lookup = lookup
         self._nursery: trio.Nursery | None = None
-        self.in_flight = 0
 
     def check(self, invocation: JSON) -> str | None:
         """Why a registration's ``invocation`` cannot be called, or ``None``."""
@@ -339,7 +352,6 @@ class HttpInvoker:
             message = f"Function '{msg.function_id}' not found"
             self._answer(msg, error=ErrorBody(code=codes.FUNCTION_NOT_FOUND, message=message))
             return
-        self.in_flight += 1
         try:
             target = parse_target(invocation, self.config)
             result = await call_url(target, self.config, msg.function_id, msg.data)
@@ -348,8 +360,6 @@ class HttpInvoker:
             self._answer(msg, error=ErrorBody(code=exc.code, message=str(exc)))
         else:
             self._answer(msg, result=result)
-        finally:
-            self.in_flight -= 1
 
     def _answer(
         self, msg: InvokeFunction, *, result: JSON = None, error: ErrorBody | None = None

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
 from collections.abc import AsyncIterator
 from typing import Any
@@ -397,6 +398,52 @@ async def test_middleware_condition_and_route_conflict(engine) -> None:
             response, body = await fetch(engine.http_url, "GET", "/b")
             assert (response.status_code, json.loads(body)) == (403, {"no": 1})
             assert calls == ["allow", "deny"]
+
+
+@pytest.mark.parametrize("body", [b'{"a": NaN}', b'{"a": Infinity}', b'{"a": "\\ud800"}'])
+async def test_a_json_body_iii_would_refuse_reaches_the_handler_as_null(
+    engine, caplog: pytest.LogCaptureFixture, body: bytes
+) -> None:
+    # Python's json takes NaN and lone surrogates; the wire cannot carry them. The body is
+    # then not valid JSON for the handler (null, its bytes still on the stream), and the
+    # request is answered at once, not after the call's deadline.
+    async with connect_worker(engine.url, dialer=transport(engine)) as worker:
+
+        async def handler(request: HttpRequest, response: HttpResponse) -> Any:
+            return {"body": {"json": request.json, "raw": len(await request.read_all())}}
+
+        worker.register_http_route("api::strict", handler, api_path="strict", http_method="POST")
+        await _bind(engine, worker, 1)
+        with trio.fail_after(10):
+            response, answer = await fetch(
+                engine.http_url,
+                "POST",
+                "/strict",
+                headers=[("content-type", "application/json")],
+                body=body,
+            )
+    assert response.status_code == 200, answer
+    assert json.loads(answer) == {"json": None, "raw": len(body)}
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+async def test_a_malformed_body_on_an_unrouted_path_ends_quietly(
+    engine, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    host, port = engine.http_url.removeprefix("http://").split(":")
+    with trio.fail_after(10):
+        stream = await trio.open_tcp_stream(host, int(port))
+        await stream.send_all(
+            b"POST /nope HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nZZZ\r\n"
+        )
+        assert (await stream.receive_some(1000)).startswith(b"HTTP/1.1 404 ")
+        while await stream.receive_some(1000):  # the engine closes the connection
+            pass
+        await stream.aclose()
+    assert "bad HTTP request body" in caplog.text
+    for record in caplog.records:
+        assert record.exc_info is None and record.levelno < logging.WARNING, record.getMessage()
 
 
 async def test_hostile_requests(engine) -> None:
