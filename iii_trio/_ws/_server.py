@@ -87,7 +87,7 @@ Router = Callable[[HandshakeRequest, str], Accept | Reject]
 client's address as text (for logs)."""
 
 
-def _peer_name(stream: trio.abc.Stream) -> str:
+def peer_name(stream: trio.abc.Stream) -> str:
     socket = getattr(stream, "socket", None)
     try:
         host, port, *_ = socket.getpeername()  # type: ignore[union-attr]
@@ -133,7 +133,7 @@ async def handle_connection(
     stream: trio.abc.Stream, router: Router, *, handshake_timeout: float = HANDSHAKE_TIMEOUT
 ) -> None:
     """Serve one TCP connection: handshake, route, run the handler. Never raises ``Exception``."""
-    peer = _peer_name(stream)
+    peer = peer_name(stream)
     try:
         await _serve(stream, router, peer, handshake_timeout)
     except Exception:
@@ -320,14 +320,18 @@ async def serve_websockets(
 
     async with trio.open_nursery() as nursery:
         for listener in listeners:
-            nursery.start_soon(_accept_loop, listener, handler_nursery, handler)
+            nursery.start_soon(accept_loop, listener, handler_nursery, handler)
 
 
-async def _accept_loop(
+async def accept_loop(
     listener: trio.SocketListener,
     handler_nursery: trio.Nursery,
     handler: Callable[[trio.SocketStream], Awaitable[None]],
+    slots: trio.Semaphore | None = None,
 ) -> None:
+    """Accept on ``listener`` forever (see :func:`serve_websockets`). With ``slots``, one
+    is taken before each accept (more connections wait in the backlog); ``handler`` must
+    release it."""
     failed = 0  # accepts failed since the last warning
     warned_at = -math.inf
     # A warning was logged and no accept has worked since. At the descriptor limit, accepts
@@ -336,10 +340,14 @@ async def _accept_loop(
     unresolved = False
     async with listener:
         while True:
+            if slots is not None:
+                await slots.acquire()
             try:
                 stream = await listener.accept()
-            except OSError as exc:
-                if exc.errno not in ACCEPT_CAPACITY_ERRNOS:
+            except BaseException as exc:
+                if slots is not None:
+                    slots.release()
+                if not isinstance(exc, OSError) or exc.errno not in ACCEPT_CAPACITY_ERRNOS:
                     raise
                 failed += 1
                 now = trio.current_time()

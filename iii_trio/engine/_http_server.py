@@ -31,11 +31,9 @@ whole one.
 from __future__ import annotations
 
 import logging
-import math
 import socket
 import struct
 from collections.abc import Awaitable, Callable
-from functools import partial
 from typing import Final, final
 
 import attrs
@@ -46,11 +44,7 @@ from .. import _codes as codes
 from .._log_budget import WarningBudget
 from .._ws import ConnectionClosed, MessageSocket
 from .._ws._handshake import MAX_REQUEST_HEAD, redact
-from .._ws._server import (
-    ACCEPT_CAPACITY_ERRNOS,
-    ACCEPT_RETRY_DELAY,
-    ACCEPT_WARNING_INTERVAL,
-)
+from .._ws._server import REFUSAL_LINGER, accept_loop, peer_name
 from ..protocol import JSON
 from . import _http_exchange as ex
 from ._builtins import ChannelLimitExceeded
@@ -64,8 +58,6 @@ logger = logging.getLogger("iii_trio.engine.http")
 
 #: Bytes read from a client at once, and the largest frame written to ``request_body``.
 CHUNK: Final = 64 * 1024
-#: Seconds spent reading what a client still sends after an error answer (see _ws._server).
-LINGER: Final = 1.0
 
 #: Opens an in-process end of a channel from its ref, its broker handler in the nursery.
 OpenEnd = Callable[[dict[str, JSON], trio.Nursery], Awaitable[MessageSocket]]
@@ -99,21 +91,12 @@ class HttpGateway:
     writer_attached: Callable[[str], bool]
     open_end: OpenEnd
     requests: trio.Semaphore
-    served: int = 0
     channel_refusals: WarningBudget = attrs.field(factory=lambda: WarningBudget(logger))
-
-
-def _peer_name(stream: trio.SocketStream) -> str:
-    try:
-        host, port, *_ = stream.socket.getpeername()
-    except (OSError, ValueError, TypeError):
-        return "?"
-    return f"{host}:{port}"
 
 
 async def handle_http_connection(stream: trio.SocketStream, gateway: HttpGateway) -> None:
     """Serve one HTTP connection until either side ends it. Never raises ``Exception``."""
-    peer = _peer_name(stream)
+    peer = peer_name(stream)
     conn = _Conn(stream, gateway, peer)
     try:
         await conn.serve()
@@ -168,6 +151,9 @@ class _Conn:
                 await self._answer(request)
             except (_Abort, trio.BrokenResourceError, trio.ClosedResourceError):
                 return
+            except h11.RemoteProtocolError as exc:
+                logger.info("bad HTTP request body from %s: %s", self.peer, redact(str(exc)))
+                return
             except h11.LocalProtocolError as exc:
                 logger.info("HTTP answer to %s failed: %s", self.peer, exc)
                 return
@@ -216,7 +202,7 @@ class _Conn:
     async def _refuse(self, status: int, text: str) -> None:
         """Answer an error and close (reading what the client still sends, briefly, so the
         answer is not lost to a reset)."""
-        with trio.move_on_after(LINGER):
+        with trio.move_on_after(REFUSAL_LINGER):
             try:
                 if self.h11.our_state in (h11.IDLE, h11.SEND_RESPONSE):
                     code = "REQUEST_TIMEOUT" if status == 408 else "BAD_REQUEST"
@@ -247,17 +233,15 @@ class _Conn:
             await self._finish_unrouted(ex.not_found())
             return
         if isinstance(found, WrongMethod):
-            allow = ", ".join(found.allowed)
-            if method == "OPTIONS":
-                await self._finish_unrouted(ex.empty_response(204, [("allow", allow)]))
-            else:
-                await self._finish_unrouted(ex.empty_response(405, [("allow", allow)]))
+            status = 204 if method == "OPTIONS" else 405
+            await self._finish_unrouted(
+                ex.empty_response(status, [("allow", ", ".join(found.allowed))])
+            )
             return
         length = _content_length(request)
         if length is not None and length > self.config.http_max_body_size:
             await self._finish_unrouted(too_large_response(self.config.http_max_body_size))
             return
-        self.gateway.served += 1
         async with self.gateway.requests:
             refusal = await self._route(found, method, ex.query_params(query), headers)
         if refusal is not None:  # answered, and its body drained, without holding a slot
@@ -284,14 +268,13 @@ class _Conn:
         route = found.route
         triggers = self.gateway.triggers
         timeout = self.config.http_request_timeout
+        info = ex.middleware_input(method, found.path_params, query, headers)
         for function_id in route.middleware:
-            info = ex.middleware_input(method, found.path_params, query, headers)
             try:
-                with trio.fail_after(timeout):
-                    outcome = await triggers.run_call(function_id, info, timeout=timeout)
-            except trio.TooSlowError:
-                return ex.error_response(504, "MIDDLEWARE_TIMEOUT", f"{function_id} timed out")
+                outcome = await triggers.run_call(function_id, info, timeout=timeout)
             except CallFailed as exc:
+                if exc.code == codes.INVOCATION_TIMEOUT:
+                    return ex.error_response(504, "MIDDLEWARE_TIMEOUT", f"{function_id} timed out")
                 return failure_response(exc)
             respond = ex.middleware_outcome(outcome)
             if respond is not None:
@@ -312,22 +295,23 @@ class _Conn:
                 503, "CHANNEL_LIMIT", f"the engine is busy: {exc}", [("Retry-After", "1")]
             )
         channel_ids = [ex.channel_id_of(request_refs), ex.channel_id_of(response_refs)]
+        data = ex.invocation_data(
+            route,
+            method=method,
+            path_params=found.path_params,
+            query=query,
+            headers=headers,
+            body=None,
+            request_body=ex.end_ref(request_refs, "reader"),
+            response=ex.end_ref(response_refs, "writer"),
+        )
         try:
             async with trio.open_nursery() as nursery:
                 body_ws = await gateway.open_end(ex.end_ref(request_refs, "writer"), nursery)
                 response_ws = await gateway.open_end(ex.end_ref(response_refs, "reader"), nursery)
                 try:
                     await self._exchange(
-                        route,
-                        method,
-                        found.path_params,
-                        query,
-                        headers,
-                        body_ws,
-                        response_ws,
-                        request_refs,
-                        response_refs,
-                        release=partial(_release_all, gateway, channel_ids),
+                        route, data, ex.is_json(headers), body_ws, response_ws, channel_ids
                     )
                 finally:
                     with trio.CancelScope(shield=True):
@@ -335,43 +319,31 @@ class _Conn:
                         await response_ws.abort()
                     nursery.cancel_scope.cancel()
         finally:
-            for channel_id in channel_ids:
-                gateway.release_channel(channel_id)
+            self._release(channel_ids)
         return None
+
+    def _release(self, channel_ids: list[str]) -> None:
+        for channel_id in channel_ids:
+            self.gateway.release_channel(channel_id)
 
     async def _exchange(
         self,
         route: Route,
-        method: str,
-        path_params: dict[str, str],
-        query: dict[str, str],
-        headers: dict[str, str],
+        data: dict[str, JSON],
+        whole: bool,
         body_ws: MessageSocket,
         response_ws: MessageSocket,
-        request_refs: dict[str, JSON],
-        response_refs: dict[str, JSON],
-        release: Callable[[], None],
+        channel_ids: list[str],
     ) -> None:
-        body: JSON = None
-        streamed = not ex.is_json(headers)
-        if not streamed:
+        """``data``: the function's payload; ``whole``: the body is JSON, read whole and
+        parsed into ``data["body"]`` first."""
+        if whole:
             raw = await self._read_whole_body(body_ws)
             if raw is None:
                 return
-            body = ex.parse_json_body(raw)
-            for start in range(0, len(raw), CHUNK):
-                await body_ws.send(raw[start : start + CHUNK])
+            data["body"] = ex.parse_json_body(raw)
+            await _send_chunked(body_ws, raw)
             await body_ws.close()
-        data = ex.invocation_data(
-            route,
-            method=method,
-            path_params=path_params,
-            query=query,
-            headers=headers,
-            body=body,
-            request_body=ex.end_ref(request_refs, "reader"),
-            response=ex.end_ref(response_refs, "writer"),
-        )
         timeout = self.config.http_request_timeout
         if route.condition is not None:
             try:
@@ -385,9 +357,9 @@ class _Conn:
                 await self.send_whole(ex.condition_not_met())
                 return
         async with trio.open_nursery() as nursery:
-            if streamed:
+            if not whole:
                 nursery.start_soon(self._pump_body, body_ws)
-            answer = Answer(self, response_ws, ex.channel_id_of(response_refs), timeout)
+            answer = Answer(self, response_ws, channel_ids[1], timeout)
             pending = self.gateway.triggers.call(
                 route.function_id, data, timeout=timeout, metadata=route.metadata
             )
@@ -395,7 +367,7 @@ class _Conn:
                 await answer.run(pending)
             finally:
                 self.gateway.triggers.forget(pending)
-                release()
+                self._release(channel_ids)
             if self.h11.their_state is not h11.SEND_BODY:
                 return  # the body pump is done (or was never needed)
             # The answer is out before the whole body came in: the connection cannot serve
@@ -420,23 +392,31 @@ class _Conn:
                 assert isinstance(event, h11.Event)
                 return event
 
+    async def _body_chunk(self) -> bytes | None:
+        """The next piece of the request body; ``None`` at its end.
+
+        Raises:
+            h11.RemoteProtocolError: the connection ended mid-body (or the body is malformed).
+        """
+        event = await self._next_body_event()
+        if isinstance(event, h11.Data):
+            return event.data
+        if isinstance(event, h11.EndOfMessage):
+            return None
+        raise h11.RemoteProtocolError("connection closed in the request body")
+
     async def _read_whole_body(self, body_ws: MessageSocket) -> bytes | None:
         """A JSON body, whole (``None``: it was too large, or the client left; answered)."""
         raw = bytearray()
         limit = self.config.http_max_body_size
         try:
-            while True:
-                event = await self._next_body_event()
-                if isinstance(event, h11.Data):
-                    raw += event.data
-                    if len(raw) > limit:
-                        await body_ws.close(codes.WRITER_ABORTED, "request body too large")
-                        await self.send_whole(too_large_response(limit), close=True)
-                        return None
-                elif isinstance(event, h11.EndOfMessage):
-                    return bytes(raw)
-                else:
-                    raise h11.RemoteProtocolError("connection closed in the request body")
+            while (chunk := await self._body_chunk()) is not None:
+                raw += chunk
+                if len(raw) > limit:
+                    await body_ws.close(codes.WRITER_ABORTED, "request body too large")
+                    await self.send_whole(too_large_response(limit), close=True)
+                    return None
+            return bytes(raw)
         except (h11.RemoteProtocolError, trio.BrokenResourceError) as exc:
             logger.info("client %s left during its request body: %s", self.peer, exc)
             raise _Abort from exc
@@ -447,23 +427,15 @@ class _Conn:
         limit = self.config.http_max_body_size
         received = 0
         try:
-            while True:
-                event = await self._next_body_event()
-                if isinstance(event, h11.Data):
-                    received += len(event.data)
-                    if received > limit:
-                        logger.info("request body from %s over %d bytes", self.peer, limit)
-                        await body_ws.close(codes.WRITER_ABORTED, "request body too large")
-                        self.too_large = True
-                        return
-                    data = event.data
-                    for start in range(0, len(data), CHUNK):
-                        await body_ws.send(data[start : start + CHUNK])
-                elif isinstance(event, h11.EndOfMessage):
-                    await body_ws.close()
+            while (chunk := await self._body_chunk()) is not None:
+                received += len(chunk)
+                if received > limit:
+                    logger.info("request body from %s over %d bytes", self.peer, limit)
+                    await body_ws.close(codes.WRITER_ABORTED, "request body too large")
+                    self.too_large = True
                     return
-                else:
-                    raise h11.RemoteProtocolError("connection closed in the request body")
+                await _send_chunked(body_ws, chunk)
+            await body_ws.close()
         except (h11.RemoteProtocolError, trio.BrokenResourceError, trio.ClosedResourceError):
             # The client went away mid-body: the handler's reader must not see a clean end.
             logger.info("client %s left during its request body", self.peer)
@@ -533,9 +505,10 @@ def _content_length(request: h11.Request) -> int | None:
     return None
 
 
-def _release_all(gateway: HttpGateway, channel_ids: list[str]) -> None:
-    for channel_id in channel_ids:
-        gateway.release_channel(channel_id)
+async def _send_chunked(ws: MessageSocket, data: bytes) -> None:
+    """``data`` as frames of at most :data:`CHUNK` bytes."""
+    for start in range(0, len(data), CHUNK):
+        await ws.send(data[start : start + CHUNK])
 
 
 async def serve_http(
@@ -543,14 +516,13 @@ async def serve_http(
 ) -> None:
     """Accept HTTP connections on ``listeners`` until cancelled, one task each in
     ``handler_nursery``, at most ``http_max_connections`` at once (more wait in the listen
-    backlog). While ``accept()`` fails for lack of descriptors or memory, it is retried, with
-    at most one warning per :data:`ACCEPT_WARNING_INTERVAL` seconds.
+    backlog). ``accept()`` failures for lack of descriptors or memory are retried as the
+    WebSocket listener's are (:func:`~.._ws._server.accept_loop`).
 
     Raises:
         OSError: ``accept()`` failed for another reason.
     """
     slots = trio.Semaphore(gateway.config.http_max_connections)
-    warned_at = -math.inf
 
     async def serve_one(stream: trio.SocketStream) -> None:
         try:
@@ -558,27 +530,6 @@ async def serve_http(
         finally:
             slots.release()
 
-    async def accept_from(listener: trio.SocketListener) -> None:
-        nonlocal warned_at
-        async with listener:
-            while True:
-                await slots.acquire()
-                try:
-                    stream = await listener.accept()
-                except OSError as exc:
-                    slots.release()
-                    if exc.errno not in ACCEPT_CAPACITY_ERRNOS:
-                        raise
-                    if trio.current_time() - warned_at >= ACCEPT_WARNING_INTERVAL:
-                        warned_at = trio.current_time()
-                        logger.warning("cannot accept HTTP connections: %s; retrying", exc)
-                    await trio.sleep(ACCEPT_RETRY_DELAY)
-                    continue
-                except BaseException:
-                    slots.release()
-                    raise
-                handler_nursery.start_soon(serve_one, stream)
-
     async with trio.open_nursery() as nursery:
         for listener in listeners:
-            nursery.start_soon(accept_from, listener)
+            nursery.start_soon(accept_loop, listener, handler_nursery, serve_one, slots)
