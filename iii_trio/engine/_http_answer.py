@@ -72,10 +72,8 @@ class Answer:
         if conn.too_large:
             self.decided = too_large_response(conn.config.http_max_body_size)
         end = self.end
-        if self.decided is None and self._empty_end() and pending.answer is not None:
-            result = pending.answer.result
-            if pending.answer.error is None and result is not None:
-                self.decided = ex.response_from_result(result)
+        if self.decided is None and self._empty_end() and pending.done.is_set():
+            self.decided = self._from_result(pending)
         if self.decided is not None:
             await conn.send_whole(self.decided)
             return
@@ -137,18 +135,9 @@ class Answer:
 
     async def _watch_result(self, pending: PendingCall, done: trio.CancelScope) -> None:
         await pending.done.wait()
-        try:
-            result = pending.result()
-        except CallFailed as exc:
-            self.decided = failure_response(exc)
-            done.cancel()
-            return
-        if result is not None and not self._handler_streams():
-            self.decided = ex.response_from_result(result)
-            done.cancel()
-            return
-        if self.end is not None:
-            done.cancel()  # the channel ended, unused: an empty answer
+        self.decided = self._from_result(pending)
+        if self.decided is not None or self.end is not None:
+            done.cancel()  # decided, or the channel ended unused: an empty answer
             return
         # A null result (or one the stream overrides): the channel decides. A handler that
         # never opens it gets the request timeout, as in iii.
@@ -156,6 +145,16 @@ class Answer:
         if not self._handler_streams():
             self.decided = ex.empty_response(504)
             done.cancel()
+
+    def _from_result(self, pending: PendingCall) -> Response | None:
+        """The whole answer the function's result gives; ``None``: the channel decides."""
+        try:
+            result = pending.result()
+        except CallFailed as exc:
+            return failure_response(exc)
+        if result is not None and not self._handler_streams():
+            return ex.response_from_result(result)
+        return None
 
     def _handler_streams(self) -> bool:
         """Whether the handler is answering through ``response`` (its result is then

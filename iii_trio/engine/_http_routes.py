@@ -26,7 +26,6 @@ those combinations at run time; ours tells them apart by method).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Final, final
 
 import attrs
@@ -165,9 +164,6 @@ class RouteTable:
 
     def __len__(self) -> int:
         return len(self._by_binding)
-
-    def routes(self) -> Iterator[Route]:
-        return iter(list(self._by_binding.values()))
 
     def get(self, binding_id: str) -> Route | None:
         return self._by_binding.get(binding_id)

@@ -170,15 +170,13 @@ class HttpTriggers:
         """Nobody waits for this call any more (its answer, if it comes, is dropped)."""
         self._pending.pop(pending.invocation_id, None)
 
-    async def run_call(
-        self, function_id: str, data: JSON, *, timeout: float, metadata: JSON = None
-    ) -> JSON:
+    async def run_call(self, function_id: str, data: JSON, *, timeout: float) -> JSON:
         """Call ``function_id`` and wait for its result.
 
         Raises:
             CallFailed: the function (or the engine for it) answered with an error.
         """
-        pending = self.call(function_id, data, timeout=timeout, metadata=metadata)
+        pending = self.call(function_id, data, timeout=timeout)
         try:
             await pending.done.wait()
         finally:
