@@ -139,8 +139,9 @@ def status_code(value: JSON, default: int = 200) -> int:
 
 def header_pairs(value: JSON) -> Headers:
     """Headers a handler gave: an object of strings or a list of ``"Name: value"`` strings.
-    Invalid names, values that are not strings or hold line breaks, and the headers the
-    server manages itself (framing, connection) are skipped."""
+    Invalid names, values that are not strings, hold line breaks or are not ASCII (HTTP/1.1
+    sends bytes; h11 takes ASCII), and the headers the server manages itself (framing,
+    connection) are skipped."""
     pairs: list[tuple[str, JSON]] = []
     if isinstance(value, dict):
         pairs = list(value.items())
@@ -153,7 +154,7 @@ def header_pairs(value: JSON) -> Headers:
     for name, text in pairs:
         if not isinstance(text, str) or not _TOKEN.match(name):
             continue
-        if "\r" in text or "\n" in text or "\0" in text:
+        if "\r" in text or "\n" in text or "\0" in text or not text.isascii():
             continue
         if name.lower() in _HOP_BY_HOP:
             continue

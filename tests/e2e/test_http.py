@@ -427,6 +427,24 @@ async def test_a_json_body_iii_would_refuse_reaches_the_handler_as_null(
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
 
+async def test_a_header_value_http_cannot_carry_is_dropped_not_fatal(
+    engine, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with connect_worker(engine.url, dialer=transport(engine)) as worker:
+
+        async def handler(data: dict[str, Any]) -> Any:
+            return {"headers": {"X-Name": "caf\u00e9", "X-Ok": "1"}, "body": "hi"}
+
+        worker.register_function("api::hdr", handler)
+        worker.register_trigger("http", "api::hdr", {"api_path": "/hdr"})
+        await _bind(engine, worker, 1)
+        with trio.fail_after(10):
+            response, body = await fetch(engine.http_url, "GET", "/hdr")
+    assert response.status_code == 200 and json.loads(body) == "hi"
+    assert header(response, "x-ok") == "1" and header(response, "x-name") is None
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
 async def test_a_malformed_body_on_an_unrouted_path_ends_quietly(
     engine, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -95,6 +95,7 @@ def test_response_from_result_follows_iii() -> None:
     assert ex.response_from_result("nope").body == b"{}"
     smuggled = ex.header_pairs({"X-A": "1\r\nSet-Cookie: x", "Content-Length": "5", "X-B": "2"})
     assert smuggled == [("X-B", "2")]
+    assert ex.header_pairs({"X-Name": "caf\u00e9", "X-Ok": "cafe"}) == [("X-Ok", "cafe")]
 
 
 def test_middleware_and_control_messages() -> None:
